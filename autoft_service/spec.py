@@ -1,0 +1,259 @@
+"""The job spec: what a user submits (REST JSON or a YAML file) to run one AutoFT search.
+
+Every part is a strict pydantic model (unknown keys are errors). Cross-field checks that need the registries
+(loss-term names, task names and parameters, metrics) live in :func:`validate_spec`, which raises
+:class:`~autoft_service.errors.InvalidSpec` naming the dotted field at fault.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from autoft_service.errors import InvalidSpec
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+PositiveFloat = Annotated[float, Field(gt=0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TaskRef(_Strict):
+    """Which registered task to run, with its parameters (validated by the task's own schema)."""
+
+    name: str = Field(description="Registered task name (see GET /v1/catalog), or 'module:function'.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Task parameters.")
+
+
+class ObjectiveSpec(_Strict):
+    """The quantity the search maximises (or minimises), measured on the OOD validation set."""
+
+    metric: str = Field(
+        default="ood_val/accuracy",
+        description="'<split>/<metric>' with split in id_val, ood_val; metric a registered metric.",
+    )
+    mode: Literal["max", "min"] = "max"
+
+    @field_validator("metric")
+    @classmethod
+    def _split_metric(cls, v: str) -> str:
+        if not re.fullmatch(r"(id_val|ood_val)/[a-z0-9_]+", v):
+            raise ValueError("must look like 'ood_val/<metric>' or 'id_val/<metric>'")
+        return v
+
+    @property
+    def metric_name(self) -> str:
+        return self.metric.split("/", 1)[1]
+
+
+class SamplerSpec(_Strict):
+    """The Optuna sampler. TPE is seeded so a search is reproducible."""
+
+    type: Literal["tpe", "random"] = "tpe"
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    multivariate: bool = True
+    n_startup_trials: int = Field(default=8, ge=1, le=10_000, description="Random trials before TPE.")
+
+
+class Range(_Strict):
+    low: float
+    high: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Range:
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be < high ({self.high})")
+        return self
+
+
+class LRSpec(_Strict):
+    """Learning rate: log-uniform in [base*relative_range[0], base*relative_range[1]], or fixed."""
+
+    base: PositiveFloat = 3e-3
+    relative_range: tuple[PositiveFloat, PositiveFloat] | None = (0.01, 100.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LRSpec:
+        if self.relative_range is not None and not self.relative_range[0] < self.relative_range[1]:
+            raise ValueError("relative_range: low must be < high")
+        return self
+
+
+class SearchSpec(_Strict):
+    """The AutoFT search space: loss-term weights, learning rate, weight decay, seed."""
+
+    sampler: SamplerSpec = Field(default_factory=SamplerSpec)
+    loss_terms: list[str] = Field(
+        default_factory=lambda: ["ce", "hinge", "entropy", "dcm", "l1_init", "l2_init", "l1_zero", "l2_zero"],
+        min_length=1,
+        description="Registered loss terms whose weights are searched. 'ce' has its weight fixed to 1.",
+    )
+    fixed_weights: dict[str, float] = Field(
+        default_factory=lambda: {"ce": 1.0},
+        description="Terms whose weight is fixed (not searched).",
+    )
+    weight_range: tuple[PositiveFloat, PositiveFloat] = (1e-4, 10.0)
+    lr: LRSpec = Field(default_factory=LRSpec)
+    weight_decay: tuple[float, float] | float = (0.0, 1.0)
+    seed: tuple[int, int] | int = (0, 10)
+
+    @field_validator("loss_terms")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("loss terms must be unique")
+        return v
+
+    @field_validator("weight_range")
+    @classmethod
+    def _wr(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not v[0] < v[1]:
+            raise ValueError(f"low ({v[0]}) must be < high ({v[1]})")
+        return v
+
+    @field_validator("weight_decay")
+    @classmethod
+    def _wd(cls, v: tuple[float, float] | float) -> tuple[float, float] | float:
+        lo, hi = (v, v) if isinstance(v, (int, float)) else v
+        if lo < 0 or hi < 0:
+            raise ValueError("weight decay must be >= 0")
+        if not isinstance(v, (int, float)) and not lo < hi:
+            raise ValueError(f"low ({lo}) must be < high ({hi})")
+        return v
+
+    @field_validator("seed")
+    @classmethod
+    def _seed(cls, v: tuple[int, int] | int) -> tuple[int, int] | int:
+        if not isinstance(v, int) and not v[0] <= v[1]:
+            raise ValueError(f"low ({v[0]}) must be <= high ({v[1]})")
+        return v
+
+    @field_validator("fixed_weights")
+    @classmethod
+    def _fw(cls, v: dict[str, float]) -> dict[str, float]:
+        for k, w in v.items():
+            if w < 0:
+                raise ValueError(f"weight of {k!r} must be >= 0")
+        return v
+
+
+class EarlyStopping(_Strict):
+    """ASHA over inner steps: a trial is stopped at a rung when it is not in the top 1/reduction_factor."""
+
+    type: Literal["asha", "none"] = "asha"
+    grace_steps: int = Field(default=40, ge=1)
+    reduction_factor: int = Field(default=2, ge=2, le=16)
+
+
+class BudgetSpec(_Strict):
+    """How much search to do and how it is spread over the cluster."""
+
+    trials: int = Field(default=24, ge=1, le=10_000)
+    inner_steps: int = Field(default=120, ge=1, le=1_000_000, description="Fine-tuning steps per trial.")
+    eval_every: int = Field(default=20, ge=1, description="Steps between OOD-val evaluations (ASHA rungs).")
+    batch_size: int = Field(default=64, ge=1, le=65_536)
+    max_concurrent: int = Field(default=2, ge=1, le=1024)
+    max_failures: int = Field(default=1, ge=0, le=100, description="Retries of a crashed trial.")
+    early_stopping: EarlyStopping = Field(default_factory=EarlyStopping)
+
+    @model_validator(mode="after")
+    def _steps(self) -> BudgetSpec:
+        if self.eval_every > self.inner_steps:
+            raise ValueError(f"eval_every ({self.eval_every}) must be <= inner_steps ({self.inner_steps})")
+        if self.early_stopping.type == "asha" and self.early_stopping.grace_steps > self.inner_steps:
+            raise ValueError(
+                f"early_stopping.grace_steps ({self.early_stopping.grace_steps}) must be <= inner_steps"
+            )
+        return self
+
+
+class ResourcesSpec(_Strict):
+    cpus_per_trial: float = Field(default=1.0, gt=0, le=512)
+    gpus_per_trial: float = Field(default=0.0, ge=0, le=16, description="Fractions pack trials per GPU.")
+
+
+Baseline = Literal["ft", "lp", "lp_ft"]
+
+
+class FinalSpec(_Strict):
+    """The final stage: retrain with the best objective and compare against baselines on the same budget."""
+
+    steps: int = Field(default=600, ge=1, le=10_000_000)
+    baselines: list[Baseline] = Field(default_factory=lambda: ["ft", "lp", "lp_ft"])
+    register_model: bool = True
+
+    @field_validator("baselines")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("baselines must be unique")
+        return v
+
+
+class JobSpec(_Strict):
+    """One AutoFT job."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="Human-readable job name (also the MLflow experiment).")
+    task: TaskRef
+    objective: ObjectiveSpec = Field(default_factory=ObjectiveSpec)
+    search: SearchSpec = Field(default_factory=SearchSpec)
+    budget: BudgetSpec = Field(default_factory=BudgetSpec)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    final: FinalSpec = Field(default_factory=FinalSpec)
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(p) for p in loc if not str(p).startswith("function-"))
+
+
+def parse_spec(data: Any) -> JobSpec:
+    """Parse and fully validate a spec from a dict; raise ``InvalidSpec`` naming the first bad field."""
+    if not isinstance(data, dict):
+        raise InvalidSpec("a job spec must be a mapping", field="")
+    try:
+        spec = JobSpec.model_validate(data)
+    except ValidationError as e:
+        errors = [
+            {"field": _loc(err["loc"]), "message": err["msg"]} for err in e.errors(include_url=False)
+        ]
+        first = errors[0]
+        raise InvalidSpec(f"{first['field']}: {first['message']}", field=first["field"], details=errors) from None
+    validate_spec(spec)
+    return spec
+
+
+def load_spec_file(path: str | Path) -> JobSpec:
+    """Read a YAML (or JSON) spec file."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise InvalidSpec(f"cannot read spec file {str(p)!r}: {e.strerror}", field="spec") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise InvalidSpec(f"spec file {str(p)!r} is not valid YAML: {e}", field="spec") from None
+    return parse_spec(data)
+
+
+def validate_spec(spec: JobSpec) -> None:
+    """Checks that need the registries: every name resolves and the task's parameters are valid."""
+    from workers.loss_terms import LOSS_TERMS
+    from workers.metrics import METRICS
+    from workers.tasks import resolve_task
+
+    for i, term in enumerate(spec.search.loss_terms):
+        LOSS_TERMS.get(term, field=f"search.loss_terms.{i}")
+    for term in spec.search.fixed_weights:
+        LOSS_TERMS.get(term, field=f"search.fixed_weights.{term}")
+    if not spec.search.loss_terms and not spec.search.fixed_weights:
+        raise InvalidSpec("at least one loss term is needed", field="search.loss_terms")
+    METRICS.get(spec.objective.metric_name, field="objective.metric")
+    task_cls = resolve_task(spec.task.name, field="task.name")
+    task_cls.validate_params(spec.task.params, field="task.params")

@@ -1,0 +1,68 @@
+"""The loss-term contract.
+
+A loss term is one named component of the fine-tuning objective. The objective calls every active term with
+the same :class:`LossInputs` and combines them as ``sum(weight[name] * term(inputs))``. A term returns a
+0-dim tensor that is differentiable w.r.t. the logits and/or the model parameters, is finite for any finite
+input, and does not modify its inputs. Terms are registered by name with ``@register_loss_term("name")``; a
+conformance test runs every registered term.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from autoft_service.errors import UnknownLossTerm
+from workers.registry import Registry
+
+
+@dataclass(frozen=True)
+class LossInputs:
+    """Everything a term may look at for one minibatch.
+
+    ``params`` are the live (trainable) parameters by name; ``init_params`` is an independent copy of the
+    pretrained weights θ0 by the same names (never a view of ``params``); ``num_params`` is the total number
+    of scalar parameters N used to normalise the weight-space terms.
+    """
+
+    logits: torch.Tensor
+    targets: torch.Tensor
+    params: dict[str, torch.Tensor]
+    init_params: dict[str, torch.Tensor]
+    num_params: int
+
+
+class LossTerm(ABC):
+    """One component of the objective. Subclasses set ``name`` (via the decorator) and ``summary``."""
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    #: "logits": depends on the predictions; "weights": depends on the parameters only.
+    kind: ClassVar[str] = "logits"
+
+    @abstractmethod
+    def __call__(self, inputs: LossInputs) -> torch.Tensor:
+        """Return this term's value as a 0-dim tensor."""
+
+
+LOSS_TERMS: Registry[type[LossTerm]] = Registry("loss term", UnknownLossTerm)
+
+
+def register_loss_term(name: str):  # type: ignore[no-untyped-def]
+    """Class decorator registering a :class:`LossTerm` under ``name``."""
+
+    def deco(cls: type[LossTerm]) -> type[LossTerm]:
+        cls.name = name
+        LOSS_TERMS.add(name, cls)
+        return cls
+
+    return deco
+
+
+def softmax_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Per-example entropy of softmax(logits), in nats."""
+    logp = torch.log_softmax(logits, dim=-1)
+    return -(logp.exp() * logp).sum(dim=-1)

@@ -1,0 +1,17 @@
+"""Mean θ^2 over parameters."""
+
+from __future__ import annotations
+
+import torch
+
+from workers.loss_terms.base import LossInputs, LossTerm, register_loss_term
+from workers.loss_terms.weight_space import mean_weight_norm
+
+
+@register_loss_term("l2_zero")
+class L2Norm(LossTerm):
+    summary = "Mean θ^2 over parameters."
+    kind = "weights"
+
+    def __call__(self, inputs: LossInputs) -> torch.Tensor:
+        return mean_weight_norm(inputs, p=2, to_init=False)

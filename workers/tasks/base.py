@@ -1,0 +1,154 @@
+"""The task contract: what a fine-tuning problem must provide to be searched.
+
+A task yields a pretrained backbone (inputs → features), the number of classes, the ID splits (train / val /
+test), one OOD validation split and any number of named OOD test splits. It may do expensive one-time work
+(pretraining, decoding, caching) in :meth:`Task.prepare`, which the driver calls once before any trial
+starts; :meth:`Task.load` is then called in each worker process and must be cheap and side-effect free.
+
+Register a built-in task with ``@register_task("name")``; external packages expose a ``Task`` subclass in
+the ``autoft.tasks`` entry-point group; the local CLI also accepts a ``module:attribute`` reference.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict, ValidationError
+from torch import nn
+
+from autoft_service.errors import InvalidSpec, UnknownTask
+from workers.registry import Registry
+
+
+@dataclass(frozen=True)
+class Split:
+    """An in-memory labelled split. ``groups`` (optional) labels sub-populations for worst-group metrics."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    groups: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.x) != len(self.y):
+            raise ValueError(f"split has {len(self.x)} inputs but {len(self.y)} labels")
+        if self.groups is not None and len(self.groups) != len(self.y):
+            raise ValueError("groups must have one entry per example")
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass
+class TaskData:
+    """What :meth:`Task.load` returns. ``backbone`` holds the pretrained weights and maps x → features."""
+
+    backbone: nn.Module
+    feature_dim: int
+    num_classes: int
+    id_train: Split
+    id_val: Split
+    id_test: Split
+    ood_val: Split
+    ood_tests: dict[str, Split] = field(default_factory=dict)
+
+    def splits(self) -> dict[str, Split]:
+        """Every split by its metric prefix: id_val, ood_val, id_test, ood_test/<name>."""
+        out = {"id_val": self.id_val, "ood_val": self.ood_val, "id_test": self.id_test}
+        out.update({f"ood_test/{k}": v for k, v in self.ood_tests.items()})
+        return out
+
+
+class NoParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Task(ABC):
+    """Base class of every task. Subclasses set ``Params`` (a strict pydantic model) and implement ``load``."""
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    Params: ClassVar[type[BaseModel]] = NoParams
+    #: Metrics reported on every split; the objective metric must be one of the registered metrics.
+    metrics: ClassVar[tuple[str, ...]] = ("accuracy", "macro_f1", "worst_group_accuracy")
+
+    def __init__(self, params: BaseModel, cache_dir: Path) -> None:
+        self.params = params
+        self.cache_dir = Path(cache_dir)
+
+    @classmethod
+    def validate_params(cls, raw: dict[str, Any], *, field: str = "task.params") -> BaseModel:
+        """Validate raw parameters; raise ``InvalidSpec`` naming the parameter at fault."""
+        try:
+            return cls.Params.model_validate(raw)
+        except ValidationError as e:
+            err = e.errors(include_url=False)[0]
+            where = ".".join([field, *(str(p) for p in err["loc"])])
+            raise InvalidSpec(f"{where}: {err['msg']}", field=where) from None
+
+    @classmethod
+    def create(cls, raw_params: dict[str, Any], cache_dir: Path) -> Task:
+        return cls(cls.validate_params(raw_params), cache_dir)
+
+    def prepare(self) -> None:  # noqa: B027 - optional hook
+        """One-time, cached, expensive work (e.g. pretraining). Called once in the driver."""
+
+    @abstractmethod
+    def load(self) -> TaskData:
+        """Build the task's data and pretrained backbone. Cheap after :meth:`prepare`."""
+
+
+TASKS: Registry[type[Task]] = Registry("task", UnknownTask)
+
+
+def register_task(name: str):  # type: ignore[no-untyped-def]
+    """Class decorator registering a :class:`Task` under ``name``."""
+
+    def deco(cls: type[Task]) -> type[Task]:
+        cls.name = name
+        TASKS.add(name, cls)
+        return cls
+
+    return deco
+
+
+def _load_entry_points() -> None:
+    for ep in entry_points(group="autoft.tasks"):
+        if ep.name in TASKS:
+            continue
+        try:
+            obj = ep.load()
+        except Exception:  # a broken plug-in must not take the service down
+            continue
+        if isinstance(obj, type) and issubclass(obj, Task):
+            if not obj.name:
+                obj.name = ep.name
+            TASKS.add(ep.name, obj)
+
+
+def resolve_task(name: str, *, field: str = "task.name") -> type[Task]:
+    """Resolve a task name: the registry, then ``autoft.tasks`` entry points, then ``module:attribute``."""
+    if ":" in name:
+        module_name, _, attr = name.partition(":")
+        try:
+            obj = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as e:
+            raise UnknownTask(f"cannot import task {name!r}: {e}", field=field) from None
+        if not (isinstance(obj, type) and issubclass(obj, Task)):
+            raise UnknownTask(f"{name!r} is not a Task subclass", field=field)
+        if not obj.name:
+            obj.name = name
+        return obj
+    if name not in TASKS:
+        _load_entry_points()
+    return TASKS.get(name, field=field)
+
+
+def list_tasks() -> list[str]:
+    _load_entry_points()
+    return TASKS.names()
