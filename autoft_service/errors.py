@@ -87,3 +87,9 @@ class SearchFailed(AutoFTError):
     """Every trial of a search failed, so there is no objective to retrain."""
 
     code = "search_failed"
+
+
+class JobCancelled(AutoFTError):
+    """The job was cancelled while it ran."""
+
+    code = "job_cancelled"

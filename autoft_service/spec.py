@@ -186,6 +186,7 @@ class FinalSpec(_Strict):
 
     steps: int = Field(default=600, ge=1, le=10_000_000)
     baselines: list[Baseline] = Field(default_factory=lambda: ["ft", "lp", "lp_ft"])
+    baseline_weight_decay: float = Field(default=0.1, ge=0, description="AdamW decay of ft / lp_ft.")
     register_model: bool = True
 
     @field_validator("baselines")

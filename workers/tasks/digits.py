@@ -40,7 +40,7 @@ class DigitsParams(BaseModel):
     )
     severity: float = Field(default=0.8, gt=0, le=1.0)
     split_seed: int = Field(default=0, ge=0)
-    pretrain_steps: int = Field(default=600, ge=1, le=100_000)
+    pretrain_steps: int = Field(default=500, ge=1, le=100_000)
 
     @field_validator("ood_test_shifts")
     @classmethod
@@ -62,8 +62,8 @@ class DigitsCNN(nn.Module):
             return [nn.Conv2d(cin, cout, 3, padding=1), nn.GroupNorm(8, cout), nn.ReLU()]
 
         self.net = nn.Sequential(
-            *block(1, 32), *block(32, 32), nn.MaxPool2d(2),
-            *block(32, 64), nn.MaxPool2d(2),
+            *block(1, 16), nn.MaxPool2d(2),
+            *block(16, 32), *block(32, 64), nn.MaxPool2d(2),
             *block(64, 64), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
         )  # fmt: skip
 

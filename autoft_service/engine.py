@@ -1,0 +1,506 @@
+"""The AutoFT engine: one job = prepare the task, search on Ray Tune + Optuna, retrain, compare, record.
+
+The CLI (``autoft run``) and the service's runner both drive :class:`Engine`. Everything the engine needs to
+resume after a crash lives in stores that outlive the process: the Optuna study (RDB storage, keyed by the
+job id), the MLflow runs (parent run id kept in :class:`JobHandles`) and the task cache. Resuming a job
+fails the trials that were left RUNNING, closes their MLflow runs as KILLED, and asks Tune only for the
+trials still missing from the budget; completed trials are never rerun.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import optuna
+
+from autoft_service.errors import BackendUnavailable, JobCancelled, SearchFailed
+from autoft_service.search.searcher import (
+    AutoFTOptunaSearch,
+    fail_stale_trials,
+    finished_trials,
+)
+from autoft_service.search.space import define_by_run, full_params, make_sampler
+from autoft_service.settings import Settings
+from autoft_service.spec import JobSpec, SearchSpec
+from autoft_service.tracking import Tracker, run_status_for
+from workers.methods import FinalContext, model_from_state, run_method
+from workers.tasks.base import resolve_task
+from workers.trainable import TrialContext, autoft_trial
+
+log = logging.getLogger(__name__)
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+# Tune's result loggers are off (MLflow is the record); its analysis then warns about missing result files.
+logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+
+
+# Events a caller can listen to ------------------------------------------------------------------------------
+@dataclass
+class TrialEvent:
+    """One trial as the driver sees it. ``state``: running | completed | pruned | failed."""
+
+    number: int | None
+    tune_trial_id: str
+    state: str
+    params: dict[str, Any]
+    value: float | None = None
+    last_step: int = 0
+    mlflow_run_id: str | None = None
+    error: str | None = None
+    started_at: float = field(default_factory=time.time)
+    finished_at: float | None = None
+
+
+@dataclass
+class JobHandles:
+    """Ids in external stores that a resumed job must reuse."""
+
+    experiment_id: str | None = None
+    parent_run_id: str | None = None
+    study_name: str | None = None
+
+
+class JobListener:
+    """Receives progress from the engine (progress bar, job store). Every method is optional."""
+
+    def handles(self, handles: JobHandles) -> None: ...
+    def stage(self, name: str, detail: dict[str, Any]) -> None: ...
+    def trial_started(self, ev: TrialEvent) -> None: ...
+    def trial_reported(self, ev: TrialEvent, metrics: dict[str, float]) -> None: ...
+    def trial_finished(self, ev: TrialEvent) -> None: ...
+
+    def should_cancel(self) -> bool:
+        return False
+
+
+@dataclass
+class JobResult:
+    job_id: str
+    objective: str
+    best_value: float
+    best_params: dict[str, Any]
+    best_trial: int
+    results: list[dict[str, Any]]
+    trials: dict[str, int]
+    handles: JobHandles
+    model_version: str | None = None
+    durations: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# Ray ----------------------------------------------------------------------------------------------------------
+def ensure_ray(settings: Settings) -> None:
+    """Connect to ``RAY_ADDRESS`` or start a local runtime bound to loopback (idempotent)."""
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    import ray
+
+    if ray.is_initialized():
+        return
+    try:
+        if settings.ray_address:
+            ray.init(address=settings.ray_address, logging_level=logging.WARNING, log_to_driver=False)
+        else:
+            os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private runtime on 127.0.0.1 only
+            ray.init(
+                num_cpus=settings.ray_num_cpus,
+                include_dashboard=False,
+                logging_level=logging.WARNING,
+                log_to_driver=False,
+                _node_ip_address="127.0.0.1",
+            )
+    except Exception as e:  # connection errors come in many types
+        raise BackendUnavailable(f"cannot start or reach Ray ({settings.ray_address or 'local'}): {e}") from e
+
+
+# The Tune callback --------------------------------------------------------------------------------------------
+def _tune_callback_base() -> type:
+    from ray.tune import Callback
+
+    return Callback
+
+
+class _SearchCallback(_tune_callback_base()):  # type: ignore[misc]
+    """Driver-side: records every trial in MLflow (child runs) and forwards events to the listener."""
+
+    def __init__(
+        self,
+        *,
+        tracker: Tracker,
+        searcher: AutoFTOptunaSearch,
+        listener: JobListener,
+        job_id: str,
+        experiment_id: str,
+        parent_run_id: str,
+        metric: str,
+        full_steps: int,
+        search: SearchSpec,
+    ) -> None:
+        self.tracker = tracker
+        self.searcher = searcher
+        self.listener = listener
+        self.job_id = job_id
+        self.experiment_id = experiment_id
+        self.parent_run_id = parent_run_id
+        self.metric = metric
+        self.full_steps = full_steps
+        self.search = search
+        self.events: dict[str, TrialEvent] = {}
+
+    def _event(self, trial: Any) -> TrialEvent:
+        ev = self.events.get(trial.trial_id)
+        if ev is None:
+            number = self.searcher.optuna_number(trial.trial_id)
+            params = full_params(self.search, _flat(trial.config))
+            run_id = self.tracker.start_child(
+                self.experiment_id, self.parent_run_id, self.job_id, number, params
+            )
+            ev = TrialEvent(number, trial.trial_id, "running", params, mlflow_run_id=run_id)
+            self.events[trial.trial_id] = ev
+            self.listener.trial_started(ev)
+        return ev
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._event(trial)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        ev = self._event(trial)
+        metrics = {k: v for k, v in result.items() if "/" in k and not k.startswith("config/")}
+        ev.last_step = int(result.get("step", ev.last_step))
+        ev.value = result.get(self.metric, ev.value)
+        if ev.mlflow_run_id:
+            self.tracker.log_metrics(ev.mlflow_run_id, metrics, step=ev.last_step)
+        self.listener.trial_reported(ev, metrics)
+
+    def _finish(self, trial: Any, state: str, error: str | None = None) -> None:
+        ev = self._event(trial)
+        if ev.finished_at is not None:
+            return
+        ev.state, ev.error, ev.finished_at = state, error, time.time()
+        if ev.mlflow_run_id:
+            self.tracker.set_tags(ev.mlflow_run_id, {"autoft.state": state, "autoft.last_step": ev.last_step})
+            self.tracker.end_run(ev.mlflow_run_id, run_status_for(state))
+        self.listener.trial_finished(ev)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        ev = self._event(trial)
+        self._finish(trial, "pruned" if ev.last_step < self.full_steps else "completed")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        err = None
+        try:
+            e = trial.get_error()
+            err = str(e).strip().splitlines()[-1][:2000] if e is not None else None
+        except Exception:  # the error file may be unreadable; the state is what matters
+            err = "trial failed"
+        self._finish(trial, "failed", err or "trial failed")
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        for ev in self.events.values():
+            if ev.finished_at is None and ev.mlflow_run_id:
+                self.tracker.end_run(ev.mlflow_run_id, "KILLED")
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}/"))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _trial_dirname(trial: Any) -> str:
+    return f"trial-{trial.trial_id}"
+
+
+def _cancel_stopper(listener: JobListener) -> Any:
+    from ray.tune.stopper import Stopper
+
+    class CancelStopper(Stopper):
+        def __call__(self, trial_id: str, result: dict) -> bool:
+            return False
+
+        def stop_all(self) -> bool:
+            return listener.should_cancel()
+
+    return CancelStopper()
+
+
+# The engine ---------------------------------------------------------------------------------------------------
+class Engine:
+    """Runs AutoFT jobs against the stores named in ``settings``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.tracker = Tracker(settings.tracking_uri, settings.artifact_location)
+
+    def storage(self) -> optuna.storages.RDBStorage:
+        return optuna.storages.RDBStorage(self.settings.optuna_url, heartbeat_interval=None)
+
+    def study(self, spec: JobSpec, study_name: str) -> optuna.Study:
+        return optuna.create_study(
+            storage=self.storage(),
+            study_name=study_name,
+            direction="maximize" if spec.objective.mode == "max" else "minimize",
+            load_if_exists=True,
+        )
+
+    def run(
+        self,
+        spec: JobSpec,
+        *,
+        job_id: str,
+        listener: JobListener | None = None,
+        handles: JobHandles | None = None,
+        extra_trials: int = 0,
+    ) -> JobResult:
+        """Run (or resume) one job to the end; raise ``JobCancelled`` / ``SearchFailed`` / backend errors."""
+        listener = listener or JobListener()
+        handles = handles or JobHandles()
+        s = self.settings
+        s.ensure_dirs()
+        t0 = time.time()
+        durations: dict[str, float] = {}
+
+        listener.stage("prepare", {"task": spec.task.name})
+        task = resolve_task(spec.task.name).create(spec.task.params, s.cache_dir)
+        task.prepare()
+        durations["prepare_s"] = time.time() - t0
+
+        self.tracker.ensure_store()
+        if handles.experiment_id is None:
+            handles.experiment_id = self.tracker.experiment(f"autoft/{spec.name}")
+        if handles.parent_run_id is None:
+            handles.parent_run_id = self.tracker.start_parent(
+                handles.experiment_id, job_id, spec.name, spec.model_dump(mode="json")
+            )
+        else:
+            self.tracker.close_children(handles.parent_run_id, "KILLED")
+        handles.study_name = handles.study_name or f"autoft-{job_id}"
+        listener.handles(handles)
+
+        try:
+            result = self._run_stages(spec, job_id, listener, handles, extra_trials, durations, t0)
+        except JobCancelled:
+            self.tracker.close_children(handles.parent_run_id, "KILLED")
+            self.tracker.end_run(handles.parent_run_id, "KILLED")
+            raise
+        except BaseException as e:
+            self.tracker.close_children(handles.parent_run_id, "KILLED")
+            status = "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED"
+            try:
+                self.tracker.set_tags(handles.parent_run_id, {"autoft.error": str(e)[:4000]})
+            finally:
+                self.tracker.end_run(handles.parent_run_id, status)
+            raise
+        self.tracker.end_run(handles.parent_run_id, "FINISHED")
+        return result
+
+    # Stages ---------------------------------------------------------------------------------------------
+    def _run_stages(
+        self,
+        spec: JobSpec,
+        job_id: str,
+        listener: JobListener,
+        handles: JobHandles,
+        extra_trials: int,
+        durations: dict[str, float],
+        t0: float,
+    ) -> JobResult:
+        assert handles.parent_run_id and handles.experiment_id and handles.study_name
+        study = self.study(spec, handles.study_name)
+        interrupted = fail_stale_trials(study)
+        budget = spec.budget.trials + extra_trials
+        remaining = budget - len(finished_trials(study))
+        listener.stage(
+            "search",
+            {"trials_total": budget, "remaining": max(remaining, 0), "interrupted": interrupted},
+        )
+        if remaining > 0:
+            ensure_ray(self.settings)
+            self._search(spec, job_id, listener, handles, remaining)
+        durations["search_s"] = time.time() - t0 - durations["prepare_s"]
+        if listener.should_cancel():
+            raise JobCancelled("job cancelled during the search")
+
+        study = self.study(spec, handles.study_name)
+        done = study.get_trials(deepcopy=False)
+        counts = {st.name.lower(): sum(t.state == st for t in done) for st in optuna.trial.TrialState}
+        complete = [t for t in done if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None]
+        if not complete:
+            raise SearchFailed(f"no trial of job {job_id} completed ({counts})")
+        best = study.best_trial
+        best_params = full_params(spec.search, best.params)
+        self.tracker.log_params(handles.parent_run_id, {f"best/{k}": v for k, v in best_params.items()})
+        self.tracker.log_metrics(handles.parent_run_id, {f"best/{spec.objective.metric}": best.value})
+
+        t1 = time.time()
+        listener.stage("final", {"methods": ["autoft", *spec.final.baselines]})
+        outcomes = self._final_stage(spec, best_params, listener)
+        durations["final_s"] = time.time() - t1
+        if listener.should_cancel():
+            raise JobCancelled("job cancelled during the final stage")
+
+        rows = [{"method": o["method"], **o["metrics"]} for o in outcomes]
+        version = self._record(spec, job_id, handles, study, rows, outcomes)
+        durations["total_s"] = time.time() - t0
+        return JobResult(
+            job_id=job_id,
+            objective=spec.objective.metric,
+            best_value=float(best.value),
+            best_params=best_params,
+            best_trial=best.number,
+            results=rows,
+            trials=counts,
+            handles=handles,
+            model_version=version,
+            durations=durations,
+        )
+
+    def _trial_context(self, spec: JobSpec) -> TrialContext:
+        task_cls = resolve_task(spec.task.name)
+        return TrialContext(
+            task_name=spec.task.name,
+            task_params=spec.task.params,
+            cache_dir=str(self.settings.cache_dir),
+            inner_steps=spec.budget.inner_steps,
+            eval_every=spec.budget.eval_every,
+            batch_size=spec.budget.batch_size,
+            metrics=tuple(task_cls.metrics),
+            use_gpu=spec.resources.gpus_per_trial > 0,
+            cpu_threads=max(1, math.floor(spec.resources.cpus_per_trial)),
+        )
+
+    def _search(
+        self, spec: JobSpec, job_id: str, listener: JobListener, handles: JobHandles, num_samples: int
+    ) -> None:
+        from ray import tune
+
+        b = spec.budget
+        metric, mode = spec.objective.metric, spec.objective.mode
+        searcher = AutoFTOptunaSearch(
+            space=define_by_run(spec.search),
+            metric=metric,
+            mode=mode,
+            sampler=make_sampler(spec.search.sampler),
+            study_name=handles.study_name,
+            storage=self.storage(),
+            full_steps=b.inner_steps,
+        )
+        scheduler = None
+        if b.early_stopping.type == "asha":
+            scheduler = tune.schedulers.ASHAScheduler(
+                time_attr="step",
+                max_t=b.inner_steps,
+                grace_period=b.early_stopping.grace_steps,
+                reduction_factor=b.early_stopping.reduction_factor,
+            )
+        callback = _SearchCallback(
+            tracker=self.tracker,
+            searcher=searcher,
+            listener=listener,
+            job_id=job_id,
+            experiment_id=handles.experiment_id or "",
+            parent_run_id=handles.parent_run_id or "",
+            metric=metric,
+            full_steps=b.inner_steps,
+            search=spec.search,
+        )
+        ctx = self._trial_context(spec)
+        trainable = tune.with_resources(
+            tune.with_parameters(autoft_trial, ctx=ctx),
+            {"cpu": spec.resources.cpus_per_trial, "gpu": spec.resources.gpus_per_trial},
+        )
+        job_dir = self.settings.jobs_dir / job_id
+        job_dir.mkdir(parents=True, exist_ok=True)
+        attempt = len(list(job_dir.glob("search-*")))
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                metric=metric,
+                mode=mode,
+                search_alg=searcher,
+                scheduler=scheduler,
+                num_samples=num_samples,
+                max_concurrent_trials=b.max_concurrent,
+                reuse_actors=True,
+                trial_dirname_creator=_trial_dirname,
+            ),
+            run_config=tune.RunConfig(
+                name=f"search-{attempt}",
+                storage_path=str(job_dir),
+                verbose=0,
+                callbacks=[callback],
+                stop=_cancel_stopper(listener),
+                failure_config=tune.FailureConfig(max_failures=b.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            ),
+        )
+        tuner.fit()
+
+    def _final_stage(
+        self, spec: JobSpec, best_params: dict[str, Any], listener: JobListener
+    ) -> list[dict[str, Any]]:
+        import ray
+
+        ensure_ray(self.settings)
+        ctx = self._final_context(spec)
+        remote = ray.remote(run_method).options(
+            num_cpus=spec.resources.cpus_per_trial, num_gpus=spec.resources.gpus_per_trial, max_retries=1
+        )
+        methods = ["autoft", *spec.final.baselines]
+        refs = [remote.remote(m, ctx, best_params if m == "autoft" else None) for m in methods]
+        pending = list(refs)
+        while pending:
+            _, pending = ray.wait(pending, num_returns=len(pending), timeout=1.0)
+            if pending and listener.should_cancel():
+                for r in pending:
+                    ray.cancel(r, force=True)
+                raise JobCancelled("job cancelled during the final stage")
+        return ray.get(refs)
+
+    def _final_context(self, spec: JobSpec) -> FinalContext:
+        tc = self._trial_context(spec)
+        return FinalContext(
+            task_name=tc.task_name,
+            task_params=tc.task_params,
+            cache_dir=tc.cache_dir,
+            steps=spec.final.steps,
+            batch_size=spec.budget.batch_size,
+            metrics=tc.metrics,
+            base_lr=spec.search.lr.base,
+            baseline_weight_decay=spec.final.baseline_weight_decay,
+            use_gpu=tc.use_gpu,
+            cpu_threads=tc.cpu_threads,
+        )
+
+    def _record(
+        self,
+        spec: JobSpec,
+        job_id: str,
+        handles: JobHandles,
+        study: optuna.Study,
+        rows: list[dict[str, Any]],
+        outcomes: list[dict[str, Any]],
+    ) -> str | None:
+        from autoft_service.plots import study_plots
+
+        rid = handles.parent_run_id
+        assert rid is not None
+        for row in rows:
+            self.tracker.log_metrics(rid, {f"{row['method']}/{k}": v for k, v in row.items() if k != "method"})
+        self.tracker.log_results_table(rid, rows)
+        for name, html in study_plots(study).items():
+            self.tracker.client.log_text(rid, html, f"plots/{name}.html")
+        autoft = next(o for o in outcomes if o["method"] == "autoft")
+        model, example = model_from_state(self._final_context(spec), autoft["state_dict"])
+        name = f"autoft-{spec.name}" if spec.final.register_model else None
+        return self.tracker.log_model(rid, model, example, name)

@@ -1,0 +1,77 @@
+"""OptunaSearch with honest trial states and a persistent, resumable study."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from ray.tune.search.optuna import OptunaSearch
+
+log = logging.getLogger(__name__)
+
+INTERRUPTED_ATTR = "autoft_interrupted"
+TUNE_ID_ATTR = "tune_trial_id"
+
+
+class AutoFTOptunaSearch(OptunaSearch):
+    """Records trials that the scheduler stopped before ``full_steps`` as PRUNED, not COMPLETE.
+
+    Plain OptunaSearch tells Optuna that an ASHA-stopped trial is COMPLETE with its last (early) value, so
+    TPE treats a half-trained score as final. Here such trials are PRUNED (Optuna keeps their intermediate
+    values, which TPE uses as pruned observations).
+    """
+
+    def __init__(self, *args: Any, full_steps: int, step_key: str = "step", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.full_steps = full_steps
+        self.step_key = step_key
+
+    def suggest(self, trial_id: str) -> dict | None:
+        config = super().suggest(trial_id)
+        ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is not None:
+            ot_trial.set_user_attr(TUNE_ID_ATTR, trial_id)
+        return config
+
+    def optuna_number(self, trial_id: str) -> int | None:
+        t = self._ot_trials.get(trial_id)
+        return None if t is None else t.number
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        stopped_early = (
+            not error
+            and result is not None
+            and result.get(self.step_key, self.full_steps) < self.full_steps
+            and trial_id not in self._completed_trials
+            and trial_id in self._ot_trials
+        )
+        if not stopped_early:
+            super().on_trial_complete(trial_id, result=result, error=error)
+            return
+        try:
+            self._ot_study.tell(self._ot_trials[trial_id], state=TrialState.PRUNED)
+        except Exception as exc:  # e.g. the study row vanished; never kill the search for bookkeeping
+            log.warning("could not record pruned trial %s: %s", trial_id, exc)
+        self._completed_trials.add(trial_id)
+
+
+def fail_stale_trials(study: optuna.Study) -> int:
+    """Mark trials left RUNNING by a crashed driver as FAIL (interrupted); return how many."""
+    n = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
+        study._storage.set_trial_user_attr(t._trial_id, INTERRUPTED_ATTR, True)
+        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        n += 1
+    return n
+
+
+def finished_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Trials that count against the budget: complete, pruned, or failed for a reason other than a crash."""
+    return [
+        t
+        for t in study.get_trials(deepcopy=False)
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+        or (t.state == TrialState.FAIL and not t.user_attrs.get(INTERRUPTED_ATTR))
+    ]

@@ -1,0 +1,75 @@
+"""The AutoFT search space as a pure, cheap declaration: spec → Optuna define-by-run function.
+
+Names: ``loss/<term>/weight``, ``optim/lr``, ``optim/weight_decay``, ``train/seed``. A fixed value is
+returned as a constant, never suggested and then overwritten.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+
+from autoft_service.spec import SearchSpec, SamplerSpec
+
+
+def searched_terms(search: SearchSpec) -> list[str]:
+    return [t for t in search.loss_terms if t not in search.fixed_weights]
+
+
+class DefineByRun:
+    """``space(trial)``: suggests the searched dimensions and returns the fixed ones (picklable)."""
+
+    def __init__(self, search: SearchSpec) -> None:
+        self.search = search
+        self.terms = searched_terms(search)
+
+    def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
+        search = self.search
+        fixed: dict[str, Any] = {f"loss/{t}/weight": float(w) for t, w in search.fixed_weights.items()}
+        w_lo, w_hi = search.weight_range
+        for t in self.terms:
+            trial.suggest_float(f"loss/{t}/weight", w_lo, w_hi, log=True)
+        if search.lr.relative_range is None:
+            fixed["optim/lr"] = search.lr.base
+        else:
+            lo, hi = search.lr.relative_range
+            trial.suggest_float("optim/lr", search.lr.base * lo, search.lr.base * hi, log=True)
+        if isinstance(search.weight_decay, (int, float)):
+            fixed["optim/weight_decay"] = float(search.weight_decay)
+        else:
+            trial.suggest_float("optim/weight_decay", *search.weight_decay)
+        if isinstance(search.seed, int):
+            fixed["train/seed"] = search.seed
+        else:
+            trial.suggest_int("train/seed", *search.seed)
+        return fixed
+
+
+def define_by_run(search: SearchSpec) -> DefineByRun:
+    return DefineByRun(search)
+
+
+def make_sampler(spec: SamplerSpec) -> optuna.samplers.BaseSampler:
+    """A seeded sampler. TPE uses the constant liar so parallel trials do not all pick the same point."""
+    if spec.type == "random":
+        return optuna.samplers.RandomSampler(seed=spec.seed)
+    return optuna.samplers.TPESampler(
+        seed=spec.seed,
+        multivariate=spec.multivariate,
+        n_startup_trials=spec.n_startup_trials,
+        constant_liar=True,
+    )
+
+
+def full_params(search: SearchSpec, params: dict[str, Any]) -> dict[str, Any]:
+    """Optuna's (searched) params of a trial plus the fixed ones: the complete objective."""
+    out = {f"loss/{t}/weight": float(w) for t, w in search.fixed_weights.items()}
+    if search.lr.relative_range is None:
+        out["optim/lr"] = search.lr.base
+    if isinstance(search.weight_decay, (int, float)):
+        out["optim/weight_decay"] = float(search.weight_decay)
+    if isinstance(search.seed, int):
+        out["train/seed"] = search.seed
+    out.update(params)
+    return out

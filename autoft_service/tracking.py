@@ -1,0 +1,162 @@
+"""MLflow tracking: an experiment per job, a parent run per job, a nested child run per trial.
+
+Everything goes through an explicit ``MlflowClient(tracking_uri=...)`` owned by the driver; workers never
+talk to MLflow, so a trial stopped by ASHA (whose code after its last report never runs) cannot leave a run
+open: the driver closes it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from autoft_service.errors import BackendUnavailable
+
+log = logging.getLogger(__name__)
+
+JOB_TAG = "autoft.job_id"
+TRIAL_TAG = "autoft.trial"
+PARENT_TAG = "mlflow.parentRunId"
+_MAX_PARAM = 6000
+
+class Tracker:
+    """Thin, typed wrapper around one MLflow tracking store."""
+
+    def __init__(self, tracking_uri: str, artifact_location: str | None = None) -> None:
+        self.tracking_uri = tracking_uri
+        self.artifact_location = artifact_location.rstrip("/") if artifact_location else None
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+
+    def ensure_store(self) -> None:
+        """Create the store (schema migrations for a SQL store) once, from the driver, before any worker."""
+        try:
+            self.client.search_experiments(max_results=1)
+        except MlflowException as e:
+            raise BackendUnavailable(f"MLflow store {self.tracking_uri!r} unavailable: {e}") from e
+
+    # Experiments and runs ------------------------------------------------------------------------------
+    def experiment(self, name: str) -> str:
+        exp = self.client.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        location = f"{self.artifact_location}/{name}" if self.artifact_location else None
+        try:
+            return self.client.create_experiment(name, artifact_location=location)
+        except MlflowException:  # created concurrently by another driver
+            exp = self.client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+            return exp.experiment_id
+
+    def start_parent(self, experiment_id: str, job_id: str, run_name: str, spec: dict[str, Any]) -> str:
+        run = self.client.create_run(
+            experiment_id, run_name=run_name, tags={JOB_TAG: job_id, "autoft.role": "job"}
+        )
+        rid = run.info.run_id
+        self.client.log_text(rid, yaml.safe_dump(spec, sort_keys=False), "spec.yaml")
+        self.log_params(rid, _flatten_spec(spec))
+        return rid
+
+    def start_child(
+        self, experiment_id: str, parent_run_id: str, job_id: str, number: int | None, params: dict[str, Any]
+    ) -> str:
+        name = f"trial-{number:04d}" if number is not None else "trial"
+        run = self.client.create_run(
+            experiment_id,
+            run_name=name,
+            tags={PARENT_TAG: parent_run_id, JOB_TAG: job_id, TRIAL_TAG: str(number), "autoft.role": "trial"},
+        )
+        self.log_params(run.info.run_id, params)
+        return run.info.run_id
+
+    def log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        items = [Param(k, str(v)[:_MAX_PARAM]) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(run_id, params=items[i : i + 100])
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int | None = None) -> None:
+        ts = int(time.time() * 1000)
+        items = [
+            Metric(k, float(v), ts, step or 0)
+            for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+        ]
+        for i in range(0, len(items), 500):
+            self.client.log_batch(run_id, metrics=items[i : i + 500])
+
+    def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def end_run(self, run_id: str, status: str = "FINISHED") -> None:
+        """Close a run (FINISHED, FAILED or KILLED); closing a closed run is a no-op."""
+        run = self.client.get_run(run_id)
+        if run.info.status == "RUNNING":
+            self.client.set_terminated(run_id, status=status)
+
+    def open_children(self, parent_run_id: str) -> list[str]:
+        runs = self.client.search_runs(
+            [self.client.get_run(parent_run_id).info.experiment_id],
+            filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}' and attributes.status = 'RUNNING'",
+            max_results=10_000,
+        )
+        return [r.info.run_id for r in runs]
+
+    def close_children(self, parent_run_id: str, status: str = "KILLED") -> int:
+        """Close every child run still RUNNING (after a crash or a cancel); return how many."""
+        ids = self.open_children(parent_run_id)
+        for rid in ids:
+            self.client.set_terminated(rid, status=status)
+        return len(ids)
+
+    # Artifacts -------------------------------------------------------------------------------------------
+    def log_json(self, run_id: str, obj: Any, path: str) -> None:
+        self.client.log_text(run_id, json.dumps(obj, indent=2, sort_keys=True), path)
+
+    def log_results_table(self, run_id: str, rows: list[dict[str, Any]]) -> None:
+        self.client.log_table(run_id, data={k: [r.get(k) for r in rows] for k in rows[0]}, artifact_file="results.json")
+
+    def log_model(
+        self, run_id: str, model: Any, input_example: Any, registered_name: str | None
+    ) -> str | None:
+        """Save a PyTorch model under the run's ``model/`` artifacts and register a version of it."""
+        import mlflow.pytorch
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "model"
+            mlflow.pytorch.save_model(
+                model, str(path), input_example=input_example, serialization_format="pickle",
+                pip_requirements=["torch"],
+            )
+            self.client.log_artifacts(run_id, str(path), "model")
+        if not registered_name:
+            return None
+        try:
+            self.client.create_registered_model(registered_name)
+        except MlflowException:
+            pass  # already registered: add a version
+        source = f"{self.client.get_run(run_id).info.artifact_uri}/model"
+        mv = self.client.create_model_version(registered_name, source=source, run_id=run_id)
+        return str(mv.version)
+
+def run_status_for(state: str) -> str:
+    """Trial state → MLflow run status."""
+    return {"completed": "FINISHED", "pruned": "FINISHED", "failed": "FAILED"}.get(state, "KILLED")
+
+def _flatten_spec(spec: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in spec.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(_flatten_spec(v, key + "."))
+        else:
+            out[key] = json.dumps(v) if isinstance(v, (list, dict)) else v
+    return out
