@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import optuna
+from ray.tune import Callback
+from ray.tune.stopper import Stopper
 
 from autoft_service.errors import BackendUnavailable, JobCancelled, SearchFailed
 from autoft_service.search.searcher import (
@@ -120,13 +122,7 @@ def ensure_ray(settings: Settings) -> None:
 
 
 # The Tune callback --------------------------------------------------------------------------------------------
-def _tune_callback_base() -> type:
-    from ray.tune import Callback
-
-    return Callback
-
-
-class _SearchCallback(_tune_callback_base()):  # type: ignore[misc]
+class _SearchCallback(Callback):
     """Driver-side: records every trial in MLflow (child runs) and forwards events to the listener."""
 
     def __init__(
@@ -152,6 +148,11 @@ class _SearchCallback(_tune_callback_base()):  # type: ignore[misc]
         self.full_steps = full_steps
         self.search = search
         self.events: dict[str, TrialEvent] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its run config for Tuner.restore, which this engine does not use (the Optuna study
+        # is the resume point); the live tracker/listener stay in the driver.
+        return {"job_id": self.job_id}
 
     def _event(self, trial: Any) -> TrialEvent:
         ev = self.events.get(trial.trial_id)
@@ -221,17 +222,20 @@ def _trial_dirname(trial: Any) -> str:
     return f"trial-{trial.trial_id}"
 
 
-def _cancel_stopper(listener: JobListener) -> Any:
-    from ray.tune.stopper import Stopper
+class _CancelStopper(Stopper):
+    """Stops the whole search as soon as the listener reports a cancel request."""
 
-    class CancelStopper(Stopper):
-        def __call__(self, trial_id: str, result: dict) -> bool:
-            return False
+    def __init__(self, listener: JobListener) -> None:
+        self.listener: JobListener | None = listener
 
-        def stop_all(self) -> bool:
-            return listener.should_cancel()
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return False
 
-    return CancelStopper()
+    def stop_all(self) -> bool:
+        return self.listener is not None and self.listener.should_cancel()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"listener": None}
 
 
 # The engine ---------------------------------------------------------------------------------------------------
@@ -439,7 +443,7 @@ class Engine:
                 storage_path=str(job_dir),
                 verbose=0,
                 callbacks=[callback],
-                stop=_cancel_stopper(listener),
+                stop=_CancelStopper(listener),
                 failure_config=tune.FailureConfig(max_failures=b.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             ),

@@ -1,0 +1,195 @@
+"""The ``autoft`` command line: local runs (no server) and the service's client commands."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+import uuid
+from importlib.resources import files
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import TimeRemainingColumn
+from rich.table import Table
+
+from autoft_service.errors import AutoFTError
+from autoft_service.settings import Settings
+
+app = typer.Typer(
+    help="autoft-service: search robust fine-tuning objectives (AutoFT) on Ray Tune + Optuna + MLflow.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+out = Console(width=None if sys.stdout.isatty() else 160)
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Where the embedded stores live (default: $AUTOFT_DATA_DIR or ./.autoft)."),
+]
+RayAddress = Annotated[
+    str | None, typer.Option("--ray-address", help="Ray cluster to use (default: $RAY_ADDRESS or a local one).")
+]
+
+
+def _settings(data_dir: Path | None, ray_address: str | None = None) -> Settings:
+    overrides: dict[str, Any] = {}
+    if data_dir is not None:
+        overrides["data_dir"] = data_dir
+    if ray_address is not None:
+        overrides["ray_address"] = ray_address
+    return Settings(**overrides)
+
+
+def demo_spec_path() -> Path:
+    return Path(str(files("autoft_service") / "demo" / "digits.yaml"))
+
+
+class ProgressListener:
+    """Drives a rich progress bar: trials done / total, best objective so far, ETA."""
+
+    def __init__(self, progress: Progress, objective: str, mode: str, state_file: Path) -> None:
+        from autoft_service.engine import JobListener
+
+        self._base = JobListener()
+        self.progress = progress
+        self.objective = objective
+        self.mode = mode
+        self.state_file = state_file
+        self.task = progress.add_task("preparing task", total=None, best="-")
+        self.best: float | None = None
+        self.done = 0
+
+    def __getattr__(self, name: str) -> Any:  # any hook not defined here is a no-op
+        return getattr(self._base, name)
+
+    def handles(self, handles: Any) -> None:
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        self.state_file.write_text(json.dumps(handles.__dict__))
+
+    def stage(self, name: str, detail: dict[str, Any]) -> None:
+        if name == "search":
+            total = detail["trials_total"]
+            self.done = total - detail["remaining"]
+            self.progress.update(self.task, description="search", total=total, completed=self.done)
+        elif name == "final":
+            self.progress.update(self.task, description=f"final: {', '.join(detail['methods'])}")
+
+    def trial_finished(self, ev: Any) -> None:
+        self.done += 1
+        if ev.state == "completed" and ev.value is not None:
+            better = self.best is None or (ev.value > self.best if self.mode == "max" else ev.value < self.best)
+            if better:
+                self.best = ev.value
+        best = "-" if self.best is None else f"{self.best:.4f}"
+        self.progress.update(self.task, completed=self.done, best=best)
+
+
+def results_table(rows: list[dict[str, Any]], metric: str, title: str) -> Table:
+    """Rows = methods; columns = ID test, OOD val, each OOD test, mean OOD test (for one metric)."""
+    tests = [
+        k.split("/")[1] for k in rows[0] if k.startswith("ood_test/") and k.endswith(f"/{metric}")
+    ]
+    tests = [t for t in tests if t != "mean"]
+    table = Table(title=title)
+    table.add_column("method")
+    cols = ["id_test", "ood_val", *[f"ood_test/{t}" for t in tests], "ood_test/mean"]
+    for c in cols:
+        header = {"id_test": "ID test", "ood_val": "OOD val", "ood_test/mean": "OOD mean"}.get(c, c[9:])
+        table.add_column(header, justify="right")
+    for r in rows:
+        table.add_row(r["method"], *[f"{100 * r.get(f'{c}/{metric}', float('nan')):.1f}" for c in cols])
+    return table
+
+
+def _run(spec_path: Path, data_dir: Path | None, ray_address: str | None, resume: str | None) -> None:
+    from autoft_service.engine import Engine, JobHandles
+    from autoft_service.spec import load_spec_file
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        spec = load_spec_file(spec_path)
+        settings = _settings(data_dir, ray_address)
+        job_id = resume or f"{spec.name}-{uuid.uuid4().hex[:8]}"
+        state_file = settings.jobs_dir / job_id / "handles.json"
+        handles = JobHandles(**json.loads(state_file.read_text())) if resume and state_file.exists() else None
+        if resume and handles is None:
+            raise AutoFTError(f"no local job {resume!r} under {settings.jobs_dir}", field="--resume")
+        console.print(f"[bold]job[/bold] {job_id}  [dim]data: {settings.root}[/dim]")
+        columns = [
+            TextColumn("[bold blue]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("best {task.fields[best]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+        ]  # fmt: skip
+        t0 = time.time()
+        with Progress(*columns, console=console, transient=False) as progress:
+            listener = ProgressListener(progress, spec.objective.metric, spec.objective.mode, state_file)
+            result = Engine(settings).run(spec, job_id=job_id, listener=listener, handles=handles)  # type: ignore[arg-type]
+    except AutoFTError as e:
+        console.print(f"[red]error[/red] ({e.code}{', field ' + e.field if e.field else ''}): {e.message}")
+        raise typer.Exit(2) from None
+    metric = spec.objective.metric_name
+    out.print(results_table(result.results, metric, f"{spec.name}: test {metric} (%)"))
+    out.print(
+        f"best trial #{result.best_trial}: {spec.objective.metric} = {result.best_value:.4f}; "
+        f"trials {result.trials}; {time.time() - t0:.0f}s"
+    )
+    (settings.jobs_dir / job_id / "results.json").write_text(json.dumps(result.to_dict(), indent=2))
+    if result.model_version:
+        out.print(f"registered model autoft-{spec.name} version {result.model_version}")
+    out.print(f"MLflow: mlflow ui --backend-store-uri {settings.tracking_uri}")
+
+
+@app.command()
+def run(
+    spec: Annotated[Path, typer.Argument(help="Job spec (YAML or JSON).", exists=False)],
+    data_dir: DataDir = None,
+    ray_address: RayAddress = None,
+    resume: Annotated[
+        str | None, typer.Option("--resume", help="Resume an interrupted local job by its id.")
+    ] = None,
+) -> None:
+    """Run one AutoFT job locally, without a server, and print its results table."""
+    _run(spec, data_dir, ray_address, resume)
+
+
+@app.command()
+def demo(data_dir: DataDir = None, ray_address: RayAddress = None) -> None:
+    """Run the built-in offline demo (few-shot digits under distribution shift)."""
+    _run(demo_spec_path(), data_dir, ray_address, None)
+
+
+@app.command("validate")
+def validate(spec: Annotated[Path, typer.Argument(help="Job spec (YAML or JSON).")]) -> None:
+    """Check a job spec without running it."""
+    from autoft_service.spec import load_spec_file
+
+    try:
+        load_spec_file(spec)
+    except AutoFTError as e:
+        console.print(f"[red]invalid[/red] ({e.field}): {e.message}")
+        raise typer.Exit(2) from None
+    out.print("valid")
+
+
+def _register_service_commands() -> None:
+    try:
+        from autoft_service import cli_service
+    except ImportError:
+        return
+    cli_service.register(app)
+
+
+_register_service_commands()
+
+
+def main() -> None:
+    app(prog_name="autoft")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""The search space: fixed values are fixed, names follow the contract, TPE is seeded."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from autoft_service.search.searcher import (
+    INTERRUPTED_ATTR,
+    AutoFTOptunaSearch,
+    fail_stale_trials,
+    finished_trials,
+)
+from autoft_service.search.space import define_by_run, full_params, make_sampler
+from autoft_service.spec import parse_spec
+from tests.conftest import small_spec
+
+
+def _study(seed: int = 0) -> tuple[optuna.Study, object]:
+    spec = parse_spec(small_spec())
+    sampler = make_sampler(spec.search.sampler.model_copy(update={"seed": seed}))
+    return optuna.create_study(direction="maximize", sampler=sampler), define_by_run(spec.search)
+
+
+def test_ce_is_fixed_not_suggested() -> None:
+    study, space = _study()
+    trial = study.ask()
+    fixed = space(trial)
+    assert fixed == {"loss/ce/weight": 1.0}
+    assert "loss/ce/weight" not in trial.params
+    assert set(trial.params) == {
+        *(f"loss/{t}/weight" for t in ["hinge", "entropy", "dcm", "l1_init", "l2_init", "l1_zero", "l2_zero"]),
+        "optim/lr", "optim/weight_decay", "train/seed",
+    }  # fmt: skip
+    for k, v in trial.params.items():
+        if k.startswith("loss/"):
+            assert 1e-4 <= v <= 10
+    assert 3e-5 <= trial.params["optim/lr"] <= 0.3
+
+
+def test_fixed_lr_and_seed() -> None:
+    spec = parse_spec(small_spec(search={"lr": {"base": 1e-3, "relative_range": None}, "seed": 3, "weight_decay": 0.1}))
+    trial = optuna.create_study().ask()
+    fixed = define_by_run(spec.search)(trial)
+    assert fixed["optim/lr"] == 1e-3 and fixed["train/seed"] == 3 and fixed["optim/weight_decay"] == 0.1
+    assert "optim/lr" not in trial.params
+    assert full_params(spec.search, trial.params)["optim/lr"] == 1e-3
+
+
+def _run(seed: int, n: int = 12) -> list[dict]:
+    study, space = _study(seed)
+    out = []
+    for i in range(n):
+        t = study.ask()
+        space(t)
+        study.tell(t, float(t.params["optim/lr"]) * (i % 3))
+        out.append(t.params)
+    return out
+
+
+def test_tpe_is_reproducible_with_a_seed() -> None:
+    assert _run(0) == _run(0)
+    assert _run(0) != _run(1)
+
+
+def test_stale_trials_are_failed_and_not_counted() -> None:
+    study = optuna.create_study()
+    done = study.ask()
+    study.tell(done, 1.0)
+    pruned = study.ask()
+    study.tell(pruned, state=TrialState.PRUNED)
+    stale = study.ask()  # left RUNNING by a crashed driver
+    assert fail_stale_trials(study) == 1
+    frozen = study.get_trials()[stale.number]
+    assert frozen.state == TrialState.FAIL and frozen.user_attrs[INTERRUPTED_ATTR] is True
+    assert [t.number for t in finished_trials(study)] == [done.number, pruned.number]
+
+
+def test_searcher_records_early_stopped_trials_as_pruned() -> None:
+    spec = parse_spec(small_spec())
+    searcher = AutoFTOptunaSearch(
+        space=define_by_run(spec.search), metric="ood_val/accuracy", mode="max",
+        sampler=make_sampler(spec.search.sampler), full_steps=30,
+    )  # fmt: skip
+    for tid in ("a", "b", "c"):
+        assert searcher.suggest(tid)["loss"]["ce"]["weight"] == 1.0
+    searcher.on_trial_complete("a", {"ood_val/accuracy": 0.5, "step": 10, "training_iteration": 1})
+    searcher.on_trial_complete("b", {"ood_val/accuracy": 0.7, "step": 30, "training_iteration": 3})
+    searcher.on_trial_complete("c", None, error=True)
+    states = {t.user_attrs["tune_trial_id"]: t.state for t in searcher._ot_study.get_trials()}
+    assert states == {"a": TrialState.PRUNED, "b": TrialState.COMPLETE, "c": TrialState.FAIL}
+    assert searcher.optuna_number("b") == 1
+
+
+@pytest.mark.parametrize("kind", ["tpe", "random"])
+def test_sampler_types(kind: str) -> None:
+    spec = parse_spec(small_spec(search={"sampler": {"type": kind, "seed": 5}}))
+    sampler = make_sampler(spec.search.sampler)
+    assert type(sampler).__name__.lower().startswith(kind)
