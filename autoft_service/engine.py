@@ -288,6 +288,7 @@ class Engine:
             )
         else:
             self.tracker.close_children(handles.parent_run_id, "KILLED")
+            self.tracker.client.update_run(handles.parent_run_id, status="RUNNING")
         handles.study_name = handles.study_name or f"autoft-{job_id}"
         listener.handles(handles)
 
@@ -343,7 +344,9 @@ class Engine:
             raise SearchFailed(f"no trial of job {job_id} completed ({counts})")
         best = study.best_trial
         best_params = full_params(spec.search, best.params)
-        self.tracker.log_params(handles.parent_run_id, {f"best/{k}": v for k, v in best_params.items()})
+        # params are immutable in MLflow and an extended job may find a new best: tags + an artifact
+        self.tracker.set_tags(handles.parent_run_id, {f"best/{k}": v for k, v in best_params.items()})
+        self.tracker.log_json(handles.parent_run_id, {"trial": best.number, "params": best_params}, "best.json")
         self.tracker.log_metrics(handles.parent_run_id, {f"best/{spec.objective.metric}": best.value})
 
         t1 = time.time()

@@ -21,6 +21,7 @@ class Settings(BaseSettings):
 
     environment: Literal["development", "test", "production"] = "production"
     data_dir: Path = Field(default=Path(".autoft"), description="Root of every embedded store.")
+    task_cache_dir: Path | None = Field(default=None, description="Pretrained-weight cache; default data_dir/cache.")
     database_url: str | None = Field(default=None, description="Job store URL; default SQLite in data_dir.")
     optuna_storage_url: str | None = Field(default=None, description="Optuna RDB URL; default SQLite.")
     mlflow_tracking_uri: str | None = Field(default=None, description="Default: SQLite store in data_dir.")
@@ -51,7 +52,7 @@ class Settings(BaseSettings):
 
     @property
     def cache_dir(self) -> Path:
-        return self.root / "cache"
+        return self.task_cache_dir.expanduser().resolve() if self.task_cache_dir else self.root / "cache"
 
     @property
     def jobs_dir(self) -> Path:

@@ -1,0 +1,132 @@
+"""A small real search through Ray Tune + Optuna + MLflow (SQLite stores), end to end."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from autoft_service.engine import Engine, JobHandles, JobListener, TrialEvent
+from autoft_service.errors import JobCancelled
+from autoft_service.settings import Settings
+from autoft_service.spec import parse_spec
+from tests.conftest import small_spec
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def ray_runtime() -> Iterator[None]:
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, task_cache: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "data", task_cache_dir=task_cache, ray_num_cpus=2)
+
+
+class Recorder(JobListener):
+    def __init__(self, cancel_after: int | None = None) -> None:
+        self.finished: list[TrialEvent] = []
+        self.stages: list[str] = []
+        self.saved: JobHandles | None = None
+        self.cancel_after = cancel_after
+
+    def handles(self, handles: JobHandles) -> None:
+        self.saved = handles
+
+    def stage(self, name: str, detail: dict) -> None:
+        self.stages.append(name)
+
+    def trial_finished(self, ev: TrialEvent) -> None:
+        self.finished.append(ev)
+
+    def should_cancel(self) -> bool:
+        return self.cancel_after is not None and len(self.finished) >= self.cancel_after
+
+
+def _runs(settings: Settings, experiment_id: str) -> list:
+    return MlflowClient(settings.tracking_uri).search_runs([experiment_id], max_results=1000)
+
+
+def test_search_end_to_end(ray_runtime: None, settings: Settings) -> None:
+    spec = parse_spec(small_spec())
+    rec = Recorder()
+    result = Engine(settings).run(spec, job_id="job-e2e", listener=rec)
+
+    # the Optuna study persisted in its RDB storage, with every trial of the budget
+    study = optuna.load_study(study_name="autoft-job-e2e", storage=settings.optuna_url)
+    states = [t.state for t in study.trials]
+    assert len(states) == 6 and TrialState.RUNNING not in states
+    # ASHA was fed and stopped at least one trial before the full inner budget
+    pruned = [e for e in rec.finished if e.state == "pruned"]
+    assert pruned and all(e.last_step < 30 for e in pruned)
+    assert states.count(TrialState.PRUNED) == len(pruned)
+    assert {e.state for e in rec.finished} <= {"completed", "pruned"}
+
+    # MLflow: parent + one child per trial, all closed, with per-step metrics
+    runs = _runs(settings, result.handles.experiment_id)
+    parent = [r for r in runs if r.data.tags.get("autoft.role") == "job"]
+    children = [r for r in runs if r.data.tags.get("autoft.role") == "trial"]
+    assert len(parent) == 1 and len(children) == 6
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert all(c.data.tags["mlflow.parentRunId"] == parent[0].info.run_id for c in children)
+    assert {c.data.tags["autoft.state"] for c in children} == {"completed", "pruned"}
+    client = MlflowClient(settings.tracking_uri)
+    child = next(c for c in children if c.data.tags["autoft.state"] == "completed")
+    history = client.get_metric_history(child.info.run_id, "ood_val/accuracy")
+    assert [m.step for m in history] == [10, 20, 30]
+    assert "optim/lr" in child.data.params
+    artifacts = {a.path for a in client.list_artifacts(parent[0].info.run_id)}
+    assert {"spec.yaml", "results.json", "model", "plots"} <= artifacts
+    plots = {a.path for a in client.list_artifacts(parent[0].info.run_id, "plots")}
+    assert "plots/optimization_history.html" in plots and "plots/parallel_coordinate.html" in plots
+
+    # the final model is registered; the results table has every method and every split
+    assert result.model_version == "1"
+    versions = client.search_model_versions("name='autoft-test-job'")
+    assert len(versions) == 1 and versions[0].run_id == parent[0].info.run_id
+    assert [r["method"] for r in result.results] == ["autoft", "ft", "lp", "lp_ft"]
+    row = result.results[0]
+    for key in ("id_test/accuracy", "ood_val/accuracy", "ood_test/blur/accuracy", "ood_test/mean/accuracy"):
+        assert 0.0 <= row[key] <= 1.0
+    assert result.best_params["loss/ce/weight"] == 1.0
+    assert rec.stages == ["prepare", "search", "final"]
+
+
+def test_resume_runs_only_missing_trials(ray_runtime: None, settings: Settings) -> None:
+    spec = parse_spec(small_spec(budget={**small_spec()["budget"], "trials": 3}, final={"steps": 10, "baselines": []}))
+    engine = Engine(settings)
+    first = engine.run(spec, job_id="job-resume", listener=Recorder())
+    study = optuna.load_study(study_name="autoft-job-resume", storage=settings.optuna_url)
+    numbers_before = {t.number: t.params for t in study.trials}
+    stale = study.ask()  # what a crash mid-trial leaves behind: a RUNNING trial
+
+    rec = Recorder()
+    second = engine.run(spec, job_id="job-resume", listener=rec, handles=first.handles, extra_trials=2)
+    study = optuna.load_study(study_name="autoft-job-resume", storage=settings.optuna_url)
+    assert study.trials[stale.number].state == TrialState.FAIL
+    assert len(rec.finished) == 2  # only the 2 extra trials ran; the 3 finished ones were not rerun
+    assert {t.number: t.params for t in study.trials if t.number in numbers_before} == numbers_before
+    assert second.handles.parent_run_id == first.handles.parent_run_id
+
+
+def test_cancel_stops_the_search_and_closes_runs(ray_runtime: None, settings: Settings) -> None:
+    spec = parse_spec(small_spec(budget={**small_spec()["budget"], "trials": 20}))
+    rec = Recorder(cancel_after=2)
+    with pytest.raises(JobCancelled):
+        Engine(settings).run(spec, job_id="job-cancel", listener=rec)
+    assert rec.saved is not None
+    runs = _runs(settings, rec.saved.experiment_id)
+    assert len(runs) < 21
+    assert all(r.info.status in ("FINISHED", "KILLED") for r in runs)
+    parent = next(r for r in runs if r.data.tags.get("autoft.role") == "job")
+    assert parent.info.status == "KILLED"
