@@ -3,7 +3,7 @@
 Each seed is a whole job (search + final stage) with the demo spec; the seed drives the TPE sampler and the
 downstream data split. Prints one table: mean ± std over seeds, in percent.
 
-    python benchmarks/search_quality.py [--seeds 0 1 2] [--data-dir DIR]
+    python -m benchmarks.search_quality [--seeds 0 1 2] [--data-dir DIR]
 """
 
 from __future__ import annotations

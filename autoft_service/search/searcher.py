@@ -60,7 +60,7 @@ class AutoFTOptunaSearch(OptunaSearch):
 def fail_stale_trials(study: optuna.Study) -> int:
     """Mark trials left RUNNING by a crashed driver as FAIL (interrupted); return how many."""
     n = 0
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study._storage.set_trial_user_attr(t._trial_id, INTERRUPTED_ATTR, True)
         study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
         n += 1

@@ -1,0 +1,53 @@
+"""The CLI explains its options and reports bad specs with the field at fault."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from typer.testing import CliRunner
+
+from autoft_service.cli import app
+from tests.conftest import small_spec
+
+runner = CliRunner()
+
+
+def test_help_lists_commands_and_options() -> None:
+    res = runner.invoke(app, ["--help"])
+    assert res.exit_code == 0
+    for cmd in ("run", "demo", "validate"):
+        assert cmd in res.output
+    res = runner.invoke(app, ["run", "--help"])
+    assert res.exit_code == 0
+    for opt in ("--data-dir", "--ray-address", "--resume"):
+        assert opt in res.output
+
+
+def test_validate_ok_and_bad(tmp_path: Path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump(small_spec()))
+    res = runner.invoke(app, ["validate", str(good)])
+    assert res.exit_code == 0 and "valid" in res.output
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(small_spec(search={"loss_terms": ["ce", "focal"]})))
+    res = runner.invoke(app, ["validate", str(bad)])
+    assert res.exit_code == 2
+    assert "search.loss_terms.1" in res.output and "focal" in res.output
+
+
+def test_run_rejects_bad_spec_before_starting_anything(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(small_spec(budget={"trials": 2, "inner_steps": 10, "eval_every": 20})))
+    res = runner.invoke(app, ["run", str(bad), "--data-dir", str(tmp_path / "d")])
+    assert res.exit_code == 2
+    assert "eval_every" in res.output
+    assert not (tmp_path / "d").exists()
+
+
+def test_resume_of_unknown_job_is_an_error(tmp_path: Path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump(small_spec()))
+    res = runner.invoke(app, ["run", str(good), "--data-dir", str(tmp_path / "d"), "--resume", "nope"])
+    assert res.exit_code == 2 and "--resume" in res.output
