@@ -257,6 +257,14 @@ class Engine:
             load_if_exists=True,
         )
 
+    def enqueue(self, spec: JobSpec, handles: JobHandles, job_id: str, params: list[dict[str, Any]]) -> None:
+        """Queue exact configs (e.g. a trial to retry) as the study's next trials; count them in the budget
+        via ``extra_trials``. Fixed dimensions are dropped: they are not Optuna parameters."""
+        fixed = full_params(spec.search, {})
+        study = self.study(spec, handles.study_name or f"autoft-{job_id}")
+        for p in params:
+            study.enqueue_trial({k: v for k, v in p.items() if k not in fixed}, skip_if_exists=False)
+
     def run(
         self,
         spec: JobSpec,
