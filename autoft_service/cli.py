@@ -13,8 +13,14 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.progress import TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from autoft_service.errors import AutoFTError
@@ -30,10 +36,13 @@ out = Console(width=None if sys.stdout.isatty() else 160)
 
 DataDir = Annotated[
     Path | None,
-    typer.Option("--data-dir", help="Where the embedded stores live (default: $AUTOFT_DATA_DIR or ./.autoft)."),
+    typer.Option(
+        "--data-dir", help="Where the embedded stores live (default: $AUTOFT_DATA_DIR or ./.autoft)."
+    ),
 ]
 RayAddress = Annotated[
-    str | None, typer.Option("--ray-address", help="Ray cluster to use (default: $RAY_ADDRESS or a local one).")
+    str | None,
+    typer.Option("--ray-address", help="Ray cluster to use (default: $RAY_ADDRESS or a local one)."),
 ]
 
 
@@ -83,7 +92,9 @@ class ProgressListener:
     def trial_finished(self, ev: Any) -> None:
         self.done += 1
         if ev.state == "completed" and ev.value is not None:
-            better = self.best is None or (ev.value > self.best if self.mode == "max" else ev.value < self.best)
+            better = self.best is None or (
+                ev.value > self.best if self.mode == "max" else ev.value < self.best
+            )
             if better:
                 self.best = ev.value
         best = "-" if self.best is None else f"{self.best:.4f}"
@@ -92,9 +103,7 @@ class ProgressListener:
 
 def results_table(rows: list[dict[str, Any]], metric: str, title: str) -> Table:
     """Rows = methods; columns = ID test, OOD val, each OOD test, mean OOD test (for one metric)."""
-    tests = [
-        k.split("/")[1] for k in rows[0] if k.startswith("ood_test/") and k.endswith(f"/{metric}")
-    ]
+    tests = [k.split("/")[1] for k in rows[0] if k.startswith("ood_test/") and k.endswith(f"/{metric}")]
     tests = [t for t in tests if t != "mean"]
     table = Table(title=title)
     table.add_column("method")
@@ -174,6 +183,58 @@ def validate(spec: Annotated[Path, typer.Argument(help="Job spec (YAML or JSON).
         console.print(f"[red]invalid[/red] ({e.field}): {e.message}")
         raise typer.Exit(2) from None
     out.print("valid")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    runner: Annotated[
+        bool,
+        typer.Option("--runner/--no-runner", help="Also run jobs in this process (default) or only serve."),
+    ] = True,
+    data_dir: DataDir = None,
+    ray_address: RayAddress = None,
+) -> None:
+    """Serve the REST API (and, by default, a runner that executes the queued jobs)."""
+    import uvicorn
+
+    from autoft_service.api.app import create_app
+    from autoft_service.runner import Runner, readiness_checks
+    from autoft_service.store import JobStore
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = _settings(data_dir, ray_address)
+    settings.ensure_dirs()
+    store = JobStore(settings.job_store_url)
+    store.init_db()
+    job_runner = Runner(settings, store) if runner else None
+    api = create_app(settings=settings, store=store, readiness_checks=readiness_checks(settings, job_runner))
+    if job_runner is not None:
+        job_runner.start()
+    try:
+        uvicorn.run(api, host=host, port=port, log_level="info")
+    finally:
+        if job_runner is not None:
+            job_runner.stop()
+
+
+@app.command("runner")
+def runner_cmd(data_dir: DataDir = None, ray_address: RayAddress = None) -> None:
+    """Run queued jobs from the job store, without serving the API (scale runners independently)."""
+    from autoft_service.runner import Runner
+    from autoft_service.store import JobStore
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = _settings(data_dir, ray_address)
+    settings.ensure_dirs()
+    store = JobStore(settings.job_store_url)
+    store.init_db()
+    r = Runner(settings, store)
+    try:
+        r.run_forever()
+    except KeyboardInterrupt:
+        r.stop_event.set()
 
 
 def _register_service_commands() -> None:

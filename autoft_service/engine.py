@@ -354,7 +354,9 @@ class Engine:
         best_params = full_params(spec.search, best.params)
         # params are immutable in MLflow and an extended job may find a new best: tags + an artifact
         self.tracker.set_tags(handles.parent_run_id, {f"best/{k}": v for k, v in best_params.items()})
-        self.tracker.log_json(handles.parent_run_id, {"trial": best.number, "params": best_params}, "best.json")
+        self.tracker.log_json(
+            handles.parent_run_id, {"trial": best.number, "params": best_params}, "best.json"
+        )
         self.tracker.log_metrics(handles.parent_run_id, {f"best/{spec.objective.metric}": best.value})
 
         t1 = time.time()
@@ -511,7 +513,9 @@ class Engine:
         rid = handles.parent_run_id
         assert rid is not None
         for row in rows:
-            self.tracker.log_metrics(rid, {f"{row['method']}/{k}": v for k, v in row.items() if k != "method"})
+            self.tracker.log_metrics(
+                rid, {f"{row['method']}/{k}": v for k, v in row.items() if k != "method"}
+            )
         self.tracker.log_results_table(rid, rows)
         for name, html in study_plots(study).items():
             self.tracker.client.log_text(rid, html, f"plots/{name}.html")

@@ -21,7 +21,9 @@ class Settings(BaseSettings):
 
     environment: Literal["development", "test", "production"] = "production"
     data_dir: Path = Field(default=Path(".autoft"), description="Root of every embedded store.")
-    task_cache_dir: Path | None = Field(default=None, description="Pretrained-weight cache; default data_dir/cache.")
+    task_cache_dir: Path | None = Field(
+        default=None, description="Pretrained-weight cache; default data_dir/cache."
+    )
     database_url: str | None = Field(default=None, description="Job store URL; default SQLite in data_dir.")
     optuna_storage_url: str | None = Field(default=None, description="Optuna RDB URL; default SQLite.")
     mlflow_tracking_uri: str | None = Field(default=None, description="Default: SQLite store in data_dir.")

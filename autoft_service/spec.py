@@ -200,7 +200,9 @@ class FinalSpec(_Strict):
 class JobSpec(_Strict):
     """One AutoFT job."""
 
-    name: str = Field(pattern=NAME_PATTERN, description="Human-readable job name (also the MLflow experiment).")
+    name: str = Field(
+        pattern=NAME_PATTERN, description="Human-readable job name (also the MLflow experiment)."
+    )
     task: TaskRef
     objective: ObjectiveSpec = Field(default_factory=ObjectiveSpec)
     search: SearchSpec = Field(default_factory=SearchSpec)
@@ -220,11 +222,11 @@ def parse_spec(data: Any) -> JobSpec:
     try:
         spec = JobSpec.model_validate(data)
     except ValidationError as e:
-        errors = [
-            {"field": _loc(err["loc"]), "message": err["msg"]} for err in e.errors(include_url=False)
-        ]
+        errors = [{"field": _loc(err["loc"]), "message": err["msg"]} for err in e.errors(include_url=False)]
         first = errors[0]
-        raise InvalidSpec(f"{first['field']}: {first['message']}", field=first["field"], details=errors) from None
+        raise InvalidSpec(
+            f"{first['field']}: {first['message']}", field=first["field"], details=errors
+        ) from None
     validate_spec(spec)
     return spec
 

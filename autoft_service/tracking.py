@@ -7,6 +7,7 @@ open: the driver closes it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import tempfile
@@ -27,6 +28,7 @@ JOB_TAG = "autoft.job_id"
 TRIAL_TAG = "autoft.trial"
 PARENT_TAG = "mlflow.parentRunId"
 _MAX_PARAM = 6000
+
 
 class Tracker:
     """Thin, typed wrapper around one MLflow tracking store."""
@@ -122,7 +124,9 @@ class Tracker:
         self.client.log_text(run_id, json.dumps(obj, indent=2, sort_keys=True), path)
 
     def log_results_table(self, run_id: str, rows: list[dict[str, Any]]) -> None:
-        self.client.log_table(run_id, data={k: [r.get(k) for r in rows] for k in rows[0]}, artifact_file="results.json")
+        self.client.log_table(
+            run_id, data={k: [r.get(k) for r in rows] for k in rows[0]}, artifact_file="results.json"
+        )
 
     def log_model(
         self, run_id: str, model: Any, input_example: Any, registered_name: str | None
@@ -133,23 +137,26 @@ class Tracker:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "model"
             mlflow.pytorch.save_model(
-                model, str(path), input_example=input_example, serialization_format="pickle",
+                model,
+                str(path),
+                input_example=input_example,
+                serialization_format="pickle",
                 pip_requirements=["torch"],
             )
             self.client.log_artifacts(run_id, str(path), "model")
         if not registered_name:
             return None
-        try:
+        with contextlib.suppress(MlflowException):  # already registered: add a version
             self.client.create_registered_model(registered_name)
-        except MlflowException:
-            pass  # already registered: add a version
         source = f"{self.client.get_run(run_id).info.artifact_uri}/model"
         mv = self.client.create_model_version(registered_name, source=source, run_id=run_id)
         return str(mv.version)
 
+
 def run_status_for(state: str) -> str:
     """Trial state → MLflow run status."""
     return {"completed": "FINISHED", "pruned": "FINISHED", "failed": "FAILED"}.get(state, "KILLED")
+
 
 def _flatten_spec(spec: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}

@@ -58,7 +58,9 @@ def main() -> None:
         result = engine.run(spec, job_id=f"overhead-c{conc}-{int(time.time())}")
         timings[conc] = (time.perf_counter() - t0, result.durations["search_s"])
     # the same configs the engine ran (concurrency 1 study), replayed in a plain loop
-    summary = next(s for s in optuna.get_all_study_summaries(settings.optuna_url) if "overhead-c1" in s.study_name)
+    summary = next(
+        s for s in optuna.get_all_study_summaries(settings.optuna_url) if "overhead-c1" in s.study_name
+    )
     trials = optuna.load_study(study_name=summary.study_name, storage=settings.optuna_url).trials
     configs = [full_params(spec1.search, t.params) for t in trials]
     torch.set_num_threads(1)

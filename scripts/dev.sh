@@ -40,6 +40,10 @@ shift || true
 case "$cmd" in
     setup) setup ;;
     demo) setup; exec autoft demo "$@" ;;
-    test) setup; exec python -m pytest -q "$@" ;;
+    test)
+        setup
+        ruff check autoft_service workers tests benchmarks
+        exec python -m pytest -q "$@"
+        ;;
     *) echo "usage: scripts/dev.sh demo|test|setup [args...]" >&2; exit 2 ;;
 esac

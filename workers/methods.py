@@ -41,7 +41,9 @@ def run_method(method: str, ctx: FinalContext, objective: dict[str, Any] | None 
     prepared = prepared_task(ctx.task_name, ctx.task_params, ctx.cache_dir)
     data = prepared.data
     device = device_for(ctx.use_gpu)
-    common = dict(steps=ctx.steps, batch_size=ctx.batch_size, eval_every=0, metrics=ctx.metrics, device=device)
+    common = dict(
+        steps=ctx.steps, batch_size=ctx.batch_size, eval_every=0, metrics=ctx.metrics, device=device
+    )
     if method == "autoft":
         if objective is None:
             raise ValueError("autoft needs the searched objective")
@@ -50,7 +52,13 @@ def run_method(method: str, ctx: FinalContext, objective: dict[str, Any] | None 
     elif method in ("ft", "lp_ft"):
         head = "random" if method == "ft" else "lp"
         model = run_objective(
-            prepared, {"ce": 1.0}, ctx.base_lr, ctx.baseline_weight_decay, ctx.seed, head=head, **common  # type: ignore[arg-type]
+            prepared,
+            {"ce": 1.0},
+            ctx.base_lr,
+            ctx.baseline_weight_decay,
+            ctx.seed,
+            head=head,
+            **common,  # type: ignore[arg-type]
         )
     elif method == "lp":
         head = linear_probe(

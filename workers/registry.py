@@ -37,9 +37,7 @@ class Registry(Generic[T]):
             return self._items[name]
         except KeyError:
             valid = ", ".join(sorted(self._items)) or "(none)"
-            raise self._unknown_error(
-                f"unknown {self.kind} {name!r}; valid: {valid}", field=field
-            ) from None
+            raise self._unknown_error(f"unknown {self.kind} {name!r}; valid: {valid}", field=field) from None
 
     def names(self) -> list[str]:
         return sorted(self._items)

@@ -92,7 +92,11 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def build_model(prepared: PreparedTask, head: str, seed: int, device: torch.device) -> Classifier:
     """A fresh copy of the pretrained backbone with the LP head (``head="lp"``) or a random one."""
     data = prepared.data
-    h = copy.deepcopy(prepared.lp_head) if head == "lp" else fresh_head(data.feature_dim, data.num_classes, seed)
+    h = (
+        copy.deepcopy(prepared.lp_head)
+        if head == "lp"
+        else fresh_head(data.feature_dim, data.num_classes, seed)
+    )
     return Classifier(copy.deepcopy(data.backbone), h).to(device)
 
 

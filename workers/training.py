@@ -78,7 +78,9 @@ def add_mean_ood(results: dict[str, float], metrics: Sequence[str]) -> dict[str,
 
 
 @torch.no_grad()
-def extract_features(backbone: nn.Module, x: torch.Tensor, device: torch.device, bs: int = 1024) -> torch.Tensor:
+def extract_features(
+    backbone: nn.Module, x: torch.Tensor, device: torch.device, bs: int = 1024
+) -> torch.Tensor:
     backbone.eval()
     return torch.cat([backbone(x[i : i + bs].to(device)) for i in range(0, len(x), bs)])
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import optuna
 
-from autoft_service.spec import SearchSpec, SamplerSpec
+from autoft_service.spec import SamplerSpec, SearchSpec
 
 
 def searched_terms(search: SearchSpec) -> list[str]:

@@ -103,7 +103,9 @@ def test_search_end_to_end(ray_runtime: None, settings: Settings) -> None:
 
 
 def test_resume_runs_only_missing_trials(ray_runtime: None, settings: Settings) -> None:
-    spec = parse_spec(small_spec(budget={**small_spec()["budget"], "trials": 3}, final={"steps": 10, "baselines": []}))
+    spec = parse_spec(
+        small_spec(budget={**small_spec()["budget"], "trials": 3}, final={"steps": 10, "baselines": []})
+    )
     engine = Engine(settings)
     first = engine.run(spec, job_id="job-resume", listener=Recorder())
     study = optuna.load_study(study_name="autoft-job-resume", storage=settings.optuna_url)

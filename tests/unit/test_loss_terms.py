@@ -47,7 +47,9 @@ def test_term_contract(name: str) -> None:
 @pytest.mark.parametrize("name", LOSS_TERMS.names())
 def test_term_is_finite_on_extreme_logits(name: str) -> None:
     inputs, _ = _inputs()
-    extreme = LossInputs(inputs.logits * 1e4, inputs.targets, inputs.params, inputs.init_params, inputs.num_params)
+    extreme = LossInputs(
+        inputs.logits * 1e4, inputs.targets, inputs.params, inputs.init_params, inputs.num_params
+    )
     assert torch.isfinite(LOSS_TERMS.get(name)()(extreme))
 
 

@@ -40,7 +40,9 @@ def test_ce_is_fixed_not_suggested() -> None:
 
 
 def test_fixed_lr_and_seed() -> None:
-    spec = parse_spec(small_spec(search={"lr": {"base": 1e-3, "relative_range": None}, "seed": 3, "weight_decay": 0.1}))
+    spec = parse_spec(
+        small_spec(search={"lr": {"base": 1e-3, "relative_range": None}, "seed": 3, "weight_decay": 0.1})
+    )
     trial = optuna.create_study().ask()
     fixed = define_by_run(spec.search)(trial)
     assert fixed["optim/lr"] == 1e-3 and fixed["train/seed"] == 3 and fixed["optim/weight_decay"] == 0.1

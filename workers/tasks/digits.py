@@ -143,7 +143,13 @@ class DigitsShiftTask(Task):
         ood_val = rest[: p.ood_val_size]
         test = rest[p.ood_val_size :]
         t = torch.tensor
-        return {"pretrain": pretrain, "train": t(train), "val": t(val), "ood_val": t(ood_val), "test": t(test)}
+        return {
+            "pretrain": pretrain,
+            "train": t(train),
+            "val": t(val),
+            "ood_val": t(ood_val),
+            "test": t(test),
+        }
 
     def prepare(self) -> None:
         path = self._cache_path()
@@ -186,5 +192,3 @@ class DigitsShiftTask(Task):
             ood_val=split(parts["ood_val"], ood_x),
             ood_tests=ood_tests,
         )
-
-
