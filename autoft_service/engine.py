@@ -20,17 +20,19 @@ import optuna
 from ray.tune import Callback
 from ray.tune.stopper import Stopper
 
-from autoft_service.errors import BackendUnavailable, JobCancelled, SearchFailed
+from autoft_service.errors import BackendUnavailable, InvalidSpec, JobCancelled, SearchFailed
 from autoft_service.search.searcher import (
     AutoFTOptunaSearch,
     fail_stale_trials,
     finished_trials,
+    own_completed,
+    warm_start,
 )
-from autoft_service.search.space import define_by_run, full_params, make_sampler
+from autoft_service.search.space import define_by_run, full_params, make_sampler, space_distributions
 from autoft_service.settings import Settings
 from autoft_service.spec import JobSpec, SearchSpec
 from autoft_service.tracking import Tracker, run_status_for
-from workers.methods import FinalContext, model_from_state, run_method
+from workers.methods import FinalContext, model_from_state, reevaluate, run_method
 from workers.tasks.base import resolve_task
 from workers.trainable import TrialContext, autoft_trial
 
@@ -91,6 +93,7 @@ class JobResult:
     handles: JobHandles
     model_version: str | None = None
     durations: dict[str, float] = field(default_factory=dict)
+    reevaluation: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -206,6 +209,14 @@ class _SearchCallback(Callback):
         for ev in self.events.values():
             if ev.finished_at is None and ev.mlflow_run_id:
                 self.tracker.end_run(ev.mlflow_run_id, "KILLED")
+
+
+def _with_gap(row: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
+    """Add ``gap/<m>`` = OOD val − mean OOD test: how much the OOD-val score overstates test robustness."""
+    m = spec.objective.metric_name
+    if f"ood_val/{m}" in row and f"ood_test/mean/{m}" in row:
+        row[f"gap/{m}"] = row[f"ood_val/{m}"] - row[f"ood_test/mean/{m}"]
+    return row
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -331,6 +342,7 @@ class Engine:
         assert handles.parent_run_id and handles.experiment_id and handles.study_name
         study = self.study(spec, handles.study_name)
         interrupted = fail_stale_trials(study)
+        self._warm_start(spec, study)
         budget = spec.budget.trials + extra_trials
         remaining = budget - len(finished_trials(study))
         listener.stage(
@@ -345,19 +357,19 @@ class Engine:
             raise JobCancelled("job cancelled during the search")
 
         study = self.study(spec, handles.study_name)
-        done = study.get_trials(deepcopy=False)
+        done = finished_trials(study)
         counts = {st.name.lower(): sum(t.state == st for t in done) for st in optuna.trial.TrialState}
-        complete = [t for t in done if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None]
+        complete = own_completed(study)
         if not complete:
             raise SearchFailed(f"no trial of job {job_id} completed ({counts})")
-        best = study.best_trial
+        best, best_value, reeval = self._pick_best(spec, complete, handles, listener)
         best_params = full_params(spec.search, best.params)
         # params are immutable in MLflow and an extended job may find a new best: tags + an artifact
         self.tracker.set_tags(handles.parent_run_id, {f"best/{k}": v for k, v in best_params.items()})
         self.tracker.log_json(
             handles.parent_run_id, {"trial": best.number, "params": best_params}, "best.json"
         )
-        self.tracker.log_metrics(handles.parent_run_id, {f"best/{spec.objective.metric}": best.value})
+        self.tracker.log_metrics(handles.parent_run_id, {f"best/{spec.objective.metric}": best_value})
 
         t1 = time.time()
         listener.stage("final", {"methods": ["autoft", *spec.final.baselines]})
@@ -366,13 +378,13 @@ class Engine:
         if listener.should_cancel():
             raise JobCancelled("job cancelled during the final stage")
 
-        rows = [{"method": o["method"], **o["metrics"]} for o in outcomes]
+        rows = [_with_gap({"method": o["method"], **o["metrics"]}, spec) for o in outcomes]
         version = self._record(spec, job_id, handles, study, rows, outcomes)
         durations["total_s"] = time.time() - t0
         return JobResult(
             job_id=job_id,
             objective=spec.objective.metric,
-            best_value=float(best.value),
+            best_value=float(best_value),
             best_params=best_params,
             best_trial=best.number,
             results=rows,
@@ -380,7 +392,64 @@ class Engine:
             handles=handles,
             model_version=version,
             durations=durations,
+            reevaluation=reeval,
         )
+
+    def _warm_start(self, spec: JobSpec, study: optuna.Study) -> None:
+        if not spec.search.warm_start_from:
+            return
+        dists = space_distributions(spec.search)
+        names = set(optuna.get_all_study_names(self.storage()))
+        for i, source_job in enumerate(spec.search.warm_start_from):
+            name = f"autoft-{source_job}"
+            if name not in names:
+                raise InvalidSpec(
+                    f"no study for job {source_job!r} to warm-start from", field=f"search.warm_start_from.{i}"
+                )
+            n = warm_start(
+                study, optuna.load_study(study_name=name, storage=self.storage()), source_job, dists
+            )
+            log.info("warm start: %d trials from job %s", n, source_job)
+
+    def _pick_best(
+        self,
+        spec: JobSpec,
+        complete: list[optuna.trial.FrozenTrial],
+        handles: JobHandles,
+        listener: JobListener,
+    ) -> tuple[optuna.trial.FrozenTrial, float, list[dict[str, Any]]]:
+        """The best trial; with ``final.reevaluate.top_k`` the top-k are rerun on extra seeds and ranked by
+        their mean objective over all seeds, so a lucky single run does not pick the final objective."""
+        sign = 1.0 if spec.objective.mode == "max" else -1.0
+        ranked = sorted(complete, key=lambda t: sign * float(t.value), reverse=True)  # type: ignore[arg-type]
+        guard = spec.final.reevaluate
+        if guard.top_k <= 0:
+            return ranked[0], float(ranked[0].value), []  # type: ignore[arg-type]
+        import ray
+
+        ensure_ray(self.settings)
+        listener.stage("reevaluate", {"top_k": guard.top_k, "seeds": guard.seeds})
+        top = ranked[: guard.top_k]
+        remote = ray.remote(reevaluate).options(
+            num_cpus=spec.resources.cpus_per_trial, num_gpus=spec.resources.gpus_per_trial
+        )
+        ctx = self._trial_context(spec)
+        refs = {
+            (t.number, seed): remote.remote(
+                ctx, full_params(spec.search, t.params), seed, spec.objective.metric
+            )
+            for t in top
+            for seed in guard.seeds
+        }
+        values = dict(zip(refs, ray.get(list(refs.values())), strict=True))
+        table = []
+        for t in top:
+            scores = [float(t.value), *(values[(t.number, s)] for s in guard.seeds)]  # type: ignore[arg-type]
+            table.append({"trial": t.number, "search_value": float(t.value), "scores": scores,  # type: ignore[arg-type]
+                          "mean": sum(scores) / len(scores)})  # fmt: skip
+        pick = max(table, key=lambda r: sign * r["mean"])
+        self.tracker.log_json(handles.parent_run_id or "", table, "reevaluation.json")
+        return next(t for t in top if t.number == pick["trial"]), pick["mean"], table
 
     def _trial_context(self, spec: JobSpec) -> TrialContext:
         task_cls = resolve_task(spec.task.name)

@@ -102,6 +102,11 @@ class SearchSpec(_Strict):
     lr: LRSpec = Field(default_factory=LRSpec)
     weight_decay: tuple[float, float] | float = (0.0, 1.0)
     seed: tuple[int, int] | int = (0, 10)
+    warm_start_from: list[str] = Field(
+        default_factory=list,
+        max_length=20,
+        description="Earlier job ids whose completed trials seed the sampler (not counted in the budget).",
+    )
 
     @field_validator("loss_terms")
     @classmethod
@@ -181,10 +186,18 @@ class ResourcesSpec(_Strict):
 Baseline = Literal["ft", "lp", "lp_ft"]
 
 
+class ReevalSpec(_Strict):
+    """Overfitting guard: re-run the top-k trials with extra seeds and pick the best mean OOD-val score."""
+
+    top_k: int = Field(default=0, ge=0, le=50, description="0 disables the guard.")
+    seeds: list[int] = Field(default_factory=lambda: [1001, 1002], min_length=1, max_length=10)
+
+
 class FinalSpec(_Strict):
     """The final stage: retrain with the best objective and compare against baselines on the same budget."""
 
     steps: int = Field(default=600, ge=1, le=10_000_000)
+    reevaluate: ReevalSpec = Field(default_factory=ReevalSpec)
     baselines: list[Baseline] = Field(default_factory=lambda: ["ft", "lp", "lp_ft"])
     baseline_weight_decay: float = Field(default=0.1, ge=0, description="AdamW decay of ft / lp_ft.")
     register_model: bool = True

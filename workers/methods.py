@@ -13,7 +13,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 
 from workers.model import Classifier
-from workers.trainable import device_for, prepared_task, run_objective, split_config
+from workers.trainable import TrialContext, device_for, prepared_task, run_objective, split_config
 from workers.training import add_mean_ood, evaluate, linear_probe
 
 METHODS = ("autoft", "ft", "lp", "lp_ft")
@@ -83,3 +83,17 @@ def model_from_state(
     model = build_model(prepared, "lp", 0, torch.device("cpu"))
     model.load_state_dict(state_dict)
     return model.eval(), prepared.data.id_val.x[:2].clone()
+
+
+def reevaluate(ctx: TrialContext, objective: dict[str, Any], seed: int, metric: str) -> float:
+    """Rerun one trial's objective with another seed (same inner budget); return ``metric`` at the end."""
+    torch.set_num_threads(max(1, ctx.cpu_threads))
+    prepared = prepared_task(ctx.task_name, ctx.task_params, ctx.cache_dir)
+    weights, lr, wd, _ = split_config(objective)
+    last: dict[str, float] = {}
+    run_objective(
+        prepared, weights, lr, wd, seed,
+        steps=ctx.inner_steps, batch_size=ctx.batch_size, eval_every=0, metrics=ctx.metrics,
+        device=device_for(ctx.use_gpu), on_eval=lambda step, m: last.update(m),
+    )  # fmt: skip
+    return float(last[metric])

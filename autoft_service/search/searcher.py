@@ -12,6 +12,7 @@ from ray.tune.search.optuna import OptunaSearch
 log = logging.getLogger(__name__)
 
 INTERRUPTED_ATTR = "autoft_interrupted"
+WARM_START_ATTR = "autoft_warm_start_from"
 TUNE_ID_ATTR = "tune_trial_id"
 
 
@@ -72,6 +73,47 @@ def finished_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return [
         t
         for t in study.get_trials(deepcopy=False)
-        if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-        or (t.state == TrialState.FAIL and not t.user_attrs.get(INTERRUPTED_ATTR))
+        if not t.user_attrs.get(WARM_START_ATTR)
+        and (
+            t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+            or (t.state == TrialState.FAIL and not t.user_attrs.get(INTERRUPTED_ATTR))
+        )
     ]
+
+
+def own_completed(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """COMPLETE trials run by this job (warm-start copies excluded), best first is up to the caller."""
+    return [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.value is not None and not t.user_attrs.get(WARM_START_ATTR)
+    ]
+
+
+def warm_start(
+    study: optuna.Study,
+    source: optuna.Study,
+    source_job: str,
+    distributions: dict[str, optuna.distributions.BaseDistribution],
+) -> int:
+    """Copy ``source``'s completed trials into ``study`` (once) where they fit its space; return how many.
+
+    A trial fits when every parameter the new space searches is present with the same distribution. Copies
+    carry ``WARM_START_ATTR`` so they inform the sampler but never count in the budget or win the search.
+    """
+    if any(t.user_attrs.get(WARM_START_ATTR) == source_job for t in study.get_trials(deepcopy=False)):
+        return 0
+    copied = 0
+    for t in source.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if t.value is None or any(t.distributions.get(k) != d for k, d in distributions.items()):
+            continue
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={k: t.params[k] for k in distributions},
+                distributions=distributions,
+                value=t.value,
+                user_attrs={WARM_START_ATTR: source_job},
+            )
+        )
+        copied += 1
+    return copied

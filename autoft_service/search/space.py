@@ -73,3 +73,10 @@ def full_params(search: SearchSpec, params: dict[str, Any]) -> dict[str, Any]:
         out["train/seed"] = search.seed
     out.update(params)
     return out
+
+
+def space_distributions(search: SearchSpec) -> dict[str, optuna.distributions.BaseDistribution]:
+    """The Optuna distributions of the searched dimensions (by running the space on a scratch trial)."""
+    trial = optuna.create_study().ask()
+    DefineByRun(search)(trial)
+    return dict(trial.distributions)

@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from autoft_service.engine import Engine, JobHandles, JobListener, TrialEvent
-from autoft_service.errors import JobCancelled
+from autoft_service.errors import InvalidSpec, JobCancelled
 from autoft_service.settings import Settings
 from autoft_service.spec import parse_spec
 from tests.conftest import small_spec
@@ -132,3 +132,39 @@ def test_cancel_stops_the_search_and_closes_runs(ray_runtime: None, settings: Se
     assert all(r.info.status in ("FINISHED", "KILLED") for r in runs)
     parent = next(r for r in runs if r.data.tags.get("autoft.role") == "job")
     assert parent.info.status == "KILLED"
+
+
+def test_warm_start_and_top_k_reevaluation(ray_runtime: None, settings: Settings) -> None:
+    base = small_spec()["budget"]
+    engine = Engine(settings)
+    first = parse_spec(small_spec(budget={**base, "trials": 3}, final={"steps": 5, "baselines": []}))
+    engine.run(first, job_id="job-source", listener=Recorder())
+
+    spec = parse_spec(
+        small_spec(
+            name="warm",
+            search={"warm_start_from": ["job-source"], "sampler": {"seed": 1, "n_startup_trials": 1}},
+            budget={**base, "trials": 2},
+            final={"steps": 5, "baselines": ["ft"], "reevaluate": {"top_k": 2, "seeds": [5]}},
+        )
+    )
+    rec = Recorder()
+    result = engine.run(spec, job_id="job-warm", listener=rec)
+    study = optuna.load_study(study_name="autoft-job-warm", storage=settings.optuna_url)
+    copied = [t for t in study.trials if t.user_attrs.get("autoft_warm_start_from") == "job-source"]
+    source = optuna.load_study(study_name="autoft-job-source", storage=settings.optuna_url)
+    assert len(copied) == len([t for t in source.trials if t.state == TrialState.COMPLETE])
+    assert len(rec.finished) == 2  # the copies seed TPE but do not use the budget
+    assert "reevaluate" in rec.stages
+    own = {e.number for e in rec.finished if e.state == "completed"}
+    assert 1 <= len(result.reevaluation) <= 2
+    for row in result.reevaluation:
+        assert row["trial"] in own and len(row["scores"]) == 2
+        assert row["mean"] == pytest.approx(sum(row["scores"]) / 2)
+    assert result.best_trial in own
+    assert all("gap/accuracy" in r for r in result.results)
+
+    bad = parse_spec(small_spec(name="warm2", search={"warm_start_from": ["nope"]}))
+    with pytest.raises(InvalidSpec) as e:
+        engine.run(bad, job_id="job-warm2", listener=Recorder())
+    assert e.value.field == "search.warm_start_from.0"

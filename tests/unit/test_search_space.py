@@ -100,3 +100,30 @@ def test_sampler_types(kind: str) -> None:
     spec = parse_spec(small_spec(search={"sampler": {"type": kind, "seed": 5}}))
     sampler = make_sampler(spec.search.sampler)
     assert type(sampler).__name__.lower().startswith(kind)
+
+
+def test_warm_start_copies_fitting_trials_once() -> None:
+    from autoft_service.search.searcher import WARM_START_ATTR, own_completed, warm_start
+    from autoft_service.search.space import space_distributions
+
+    spec = parse_spec(small_spec())
+    dists = space_distributions(spec.search)
+    assert "optim/lr" in dists and "loss/ce/weight" not in dists
+    source, space = _study(0)
+    for i in range(4):
+        t = source.ask()
+        space(t)
+        source.tell(t, float(i))
+    pruned = source.ask()
+    space(pruned)
+    source.tell(pruned, state=TrialState.PRUNED)
+    other = parse_spec(small_spec(search={"loss_terms": ["ce", "hinge"]}))  # a different space: skipped
+    t = source.ask()
+    define_by_run(other.search)(t)
+    source.tell(t, 9.0)
+
+    target = optuna.create_study(direction="maximize")
+    assert warm_start(target, source, "job-a", dists) == 4
+    assert warm_start(target, source, "job-a", dists) == 0  # idempotent on resume
+    assert all(t.user_attrs[WARM_START_ATTR] == "job-a" for t in target.trials)
+    assert finished_trials(target) == [] and own_completed(target) == []
