@@ -23,6 +23,7 @@ from ray.tune.stopper import Stopper
 from autoft_service.errors import BackendUnavailable, InvalidSpec, JobCancelled, SearchFailed
 from autoft_service.search.searcher import (
     AutoFTOptunaSearch,
+    IdValDropConstraint,
     fail_stale_trials,
     finished_trials,
     own_completed,
@@ -32,7 +33,7 @@ from autoft_service.search.space import define_by_run, full_params, make_sampler
 from autoft_service.settings import Settings
 from autoft_service.spec import JobSpec, SearchSpec
 from autoft_service.tracking import Tracker, run_status_for
-from workers.methods import FinalContext, model_from_state, reevaluate, run_method
+from workers.methods import FinalContext, model_from_state, reevaluate, reference_ft, run_method
 from workers.tasks.base import resolve_task
 from workers.trainable import TrialContext, autoft_trial
 
@@ -94,6 +95,7 @@ class JobResult:
     model_version: str | None = None
     durations: dict[str, float] = field(default_factory=dict)
     reevaluation: list[dict[str, Any]] = field(default_factory=list)
+    pareto: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -211,6 +213,23 @@ class _SearchCallback(Callback):
                 self.tracker.end_run(ev.mlflow_run_id, "KILLED")
 
 
+def _pareto(spec: JobSpec, trials: list[optuna.trial.FrozenTrial]) -> list[dict[str, Any]]:
+    """Non-dominated trials over the job's objectives (all objectives share ``objective.mode``)."""
+    if not spec.objective.id_val_objective:
+        return []
+    sign = 1.0 if spec.objective.mode == "max" else -1.0
+    pts = [(t, [sign * v for v in t.values]) for t in trials]
+    front = [
+        t
+        for t, a in pts
+        if not any(all(x >= y for x, y in zip(b, a, strict=True)) and b != a for _, b in pts)
+    ]
+    return [
+        {"trial": t.number, "values": dict(zip(spec.objective.metrics, t.values, strict=True))}
+        for t in sorted(front, key=lambda t: t.number)
+    ]
+
+
 def _with_gap(row: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
     """Add ``gap/<m>`` = OOD val − mean OOD test: how much the OOD-val score overstates test robustness."""
     m = spec.objective.metric_name
@@ -264,7 +283,7 @@ class Engine:
         return optuna.create_study(
             storage=self.storage(),
             study_name=study_name,
-            direction="maximize" if spec.objective.mode == "max" else "minimize",
+            directions=["maximize" if m == "max" else "minimize" for m in spec.objective.modes],
             load_if_exists=True,
         )
 
@@ -343,6 +362,7 @@ class Engine:
         study = self.study(spec, handles.study_name)
         interrupted = fail_stale_trials(study)
         self._warm_start(spec, study)
+        constraint = self._constraint(spec, study, listener)
         budget = spec.budget.trials + extra_trials
         remaining = budget - len(finished_trials(study))
         listener.stage(
@@ -351,7 +371,7 @@ class Engine:
         )
         if remaining > 0:
             ensure_ray(self.settings)
-            self._search(spec, job_id, listener, handles, remaining)
+            self._search(spec, job_id, listener, handles, remaining, constraint)
         durations["search_s"] = time.time() - t0 - durations["prepare_s"]
         if listener.should_cancel():
             raise JobCancelled("job cancelled during the search")
@@ -362,6 +382,19 @@ class Engine:
         complete = own_completed(study)
         if not complete:
             raise SearchFailed(f"no trial of job {job_id} completed ({counts})")
+        pareto = _pareto(spec, complete)
+        if constraint is not None:
+            feasible = [t for t in complete if constraint(t)[0] <= 0]
+            if not feasible:
+                raise SearchFailed(
+                    f"no completed trial meets the constraint (id_val within {spec.objective.max_id_val_drop} "
+                    f"of the FT reference {constraint.reference:.4f})"
+                )
+            complete = feasible
+        if spec.objective.id_val_objective:
+            front = {p["trial"] for p in pareto}
+            complete = [t for t in complete if t.number in front] or complete
+            self.tracker.log_json(handles.parent_run_id, pareto, "pareto.json")
         best, best_value, reeval = self._pick_best(spec, complete, handles, listener)
         best_params = full_params(spec.search, best.params)
         # params are immutable in MLflow and an extended job may find a new best: tags + an artifact
@@ -393,6 +426,7 @@ class Engine:
             model_version=version,
             durations=durations,
             reevaluation=reeval,
+            pareto=pareto,
         )
 
     def _warm_start(self, spec: JobSpec, study: optuna.Study) -> None:
@@ -421,10 +455,10 @@ class Engine:
         """The best trial; with ``final.reevaluate.top_k`` the top-k are rerun on extra seeds and ranked by
         their mean objective over all seeds, so a lucky single run does not pick the final objective."""
         sign = 1.0 if spec.objective.mode == "max" else -1.0
-        ranked = sorted(complete, key=lambda t: sign * float(t.value), reverse=True)  # type: ignore[arg-type]
+        ranked = sorted(complete, key=lambda t: sign * t.values[0], reverse=True)
         guard = spec.final.reevaluate
         if guard.top_k <= 0:
-            return ranked[0], float(ranked[0].value), []  # type: ignore[arg-type]
+            return ranked[0], float(ranked[0].values[0]), []
         import ray
 
         ensure_ray(self.settings)
@@ -444,8 +478,8 @@ class Engine:
         values = dict(zip(refs, ray.get(list(refs.values())), strict=True))
         table = []
         for t in top:
-            scores = [float(t.value), *(values[(t.number, s)] for s in guard.seeds)]  # type: ignore[arg-type]
-            table.append({"trial": t.number, "search_value": float(t.value), "scores": scores,  # type: ignore[arg-type]
+            scores = [float(t.values[0]), *(values[(t.number, s)] for s in guard.seeds)]
+            table.append({"trial": t.number, "search_value": float(t.values[0]), "scores": scores,
                           "mean": sum(scores) / len(scores)})  # fmt: skip
         pick = max(table, key=lambda r: sign * r["mean"])
         self.tracker.log_json(handles.parent_run_id or "", table, "reevaluation.json")
@@ -465,18 +499,48 @@ class Engine:
             cpu_threads=max(1, math.floor(spec.resources.cpus_per_trial)),
         )
 
+    def _constraint(
+        self, spec: JobSpec, study: optuna.Study, listener: JobListener
+    ) -> IdValDropConstraint | None:
+        """The ID-drop constraint, measured against a plain FT run of the same inner budget (run once per
+        job; the reference is kept in the study so a resumed job reuses it)."""
+        drop = spec.objective.max_id_val_drop
+        if drop is None:
+            return None
+        key = f"id_val/{spec.objective.metric_name}"
+        ref = study.user_attrs.get("ft_reference", {}).get(key)
+        if ref is None:
+            import ray
+
+            ensure_ray(self.settings)
+            listener.stage("reference", {"method": "ft", "metric": key})
+            remote = ray.remote(reference_ft).options(
+                num_cpus=spec.resources.cpus_per_trial, num_gpus=spec.resources.gpus_per_trial
+            )
+            ref = float(ray.get(remote.remote(self._trial_context(spec), spec.search.lr.base,
+                                              spec.final.baseline_weight_decay, key)))  # fmt: skip
+            study.set_user_attr("ft_reference", {key: ref})
+        return IdValDropConstraint(key, ref, drop)
+
     def _search(
-        self, spec: JobSpec, job_id: str, listener: JobListener, handles: JobHandles, num_samples: int
+        self,
+        spec: JobSpec,
+        job_id: str,
+        listener: JobListener,
+        handles: JobHandles,
+        num_samples: int,
+        constraint: IdValDropConstraint | None = None,
     ) -> None:
         from ray import tune
 
         b = spec.budget
         metric, mode = spec.objective.metric, spec.objective.mode
+        multi = spec.objective.id_val_objective
         searcher = AutoFTOptunaSearch(
             space=define_by_run(spec.search),
-            metric=metric,
-            mode=mode,
-            sampler=make_sampler(spec.search.sampler),
+            metric=spec.objective.metrics if multi else metric,
+            mode=spec.objective.modes if multi else mode,
+            sampler=make_sampler(spec.search.sampler, constraint),
             study_name=handles.study_name,
             storage=self.storage(),
             full_steps=b.inner_steps,
@@ -586,7 +650,7 @@ class Engine:
                 rid, {f"{row['method']}/{k}": v for k, v in row.items() if k != "method"}
             )
         self.tracker.log_results_table(rid, rows)
-        for name, html in study_plots(study).items():
+        for name, html in study_plots(study, spec.objective.metrics).items():
             self.tracker.client.log_text(rid, html, f"plots/{name}.html")
         autoft = next(o for o in outcomes if o["method"] == "autoft")
         model, example = model_from_state(self._final_context(spec), autoft["state_dict"])

@@ -9,15 +9,23 @@ import optuna
 log = logging.getLogger(__name__)
 
 
-def study_plots(study: optuna.Study) -> dict[str, str]:
-    """``{name: html}`` for optimization history, parameter importances and parallel coordinates."""
+def study_plots(study: optuna.Study, objectives: list[str]) -> dict[str, str]:
+    """``{name: html}``: optimization history, parameter importances, parallel coordinates (of the primary
+    objective) and, for a multi-objective study, the Pareto front."""
+    from functools import partial
+
     from optuna import visualization as vis
 
+    kw = {}
+    if len(objectives) > 1:
+        kw = {"target": lambda t: t.values[0], "target_name": objectives[0]}
     makers = {
-        "optimization_history": vis.plot_optimization_history,
-        "param_importances": vis.plot_param_importances,
-        "parallel_coordinate": vis.plot_parallel_coordinate,
+        "optimization_history": partial(vis.plot_optimization_history, **kw),
+        "param_importances": partial(vis.plot_param_importances, **kw),
+        "parallel_coordinate": partial(vis.plot_parallel_coordinate, **kw),
     }
+    if len(objectives) > 1:
+        makers["pareto_front"] = partial(vis.plot_pareto_front, target_names=objectives)
     out: dict[str, str] = {}
     for name, make in makers.items():
         try:

@@ -39,6 +39,16 @@ class ObjectiveSpec(_Strict):
         description="'<split>/<metric>' with split in id_val, ood_val; metric a registered metric.",
     )
     mode: Literal["max", "min"] = "max"
+    id_val_objective: bool = Field(
+        default=False,
+        description="Multi-objective: also optimise id_val/<metric>; the Pareto front is logged and returned.",
+    )
+    max_id_val_drop: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Constraint: a trial's id_val/<metric> may be at most this far below a plain FT run's.",
+    )
 
     @field_validator("metric")
     @classmethod
@@ -46,6 +56,21 @@ class ObjectiveSpec(_Strict):
         if not re.fullmatch(r"(id_val|ood_val)/[a-z0-9_]+", v):
             raise ValueError("must look like 'ood_val/<metric>' or 'id_val/<metric>'")
         return v
+
+    @model_validator(mode="after")
+    def _multi(self) -> ObjectiveSpec:
+        if self.id_val_objective and not self.metric.startswith("ood_val/"):
+            raise ValueError("id_val_objective needs an ood_val/<metric> primary objective")
+        return self
+
+    @property
+    def metrics(self) -> list[str]:
+        """Every objective: the primary first."""
+        return [self.metric, *([f"id_val/{self.metric_name}"] if self.id_val_objective else [])]
+
+    @property
+    def modes(self) -> list[str]:
+        return [self.mode] * len(self.metrics)
 
     @property
     def metric_name(self) -> str:

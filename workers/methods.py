@@ -97,3 +97,17 @@ def reevaluate(ctx: TrialContext, objective: dict[str, Any], seed: int, metric: 
         device=device_for(ctx.use_gpu), on_eval=lambda step, m: last.update(m),
     )  # fmt: skip
     return float(last[metric])
+
+
+def reference_ft(ctx: TrialContext, lr: float, weight_decay: float, metric: str) -> float:
+    """Plain fine-tuning (cross-entropy from a fresh head) on the trial budget: the reference for the
+    "ID val may drop at most X" constraint."""
+    torch.set_num_threads(max(1, ctx.cpu_threads))
+    prepared = prepared_task(ctx.task_name, ctx.task_params, ctx.cache_dir)
+    last: dict[str, float] = {}
+    run_objective(
+        prepared, {"ce": 1.0}, lr, weight_decay, 0, head="random",
+        steps=ctx.inner_steps, batch_size=ctx.batch_size, eval_every=0, metrics=ctx.metrics,
+        device=device_for(ctx.use_gpu), on_eval=lambda step, m: last.update(m),
+    )  # fmt: skip
+    return float(last[metric])

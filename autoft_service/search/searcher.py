@@ -14,6 +14,18 @@ log = logging.getLogger(__name__)
 INTERRUPTED_ATTR = "autoft_interrupted"
 WARM_START_ATTR = "autoft_warm_start_from"
 TUNE_ID_ATTR = "tune_trial_id"
+METRICS_ATTR = "metrics"
+
+
+class IdValDropConstraint:
+    """Optuna constraint: feasible (≤ 0) when ``id_val`` ≥ reference − max_drop (picklable)."""
+
+    def __init__(self, key: str, reference: float, max_drop: float) -> None:
+        self.key, self.reference, self.max_drop = key, reference, max_drop
+
+    def __call__(self, trial: optuna.trial.FrozenTrial) -> list[float]:
+        value = trial.user_attrs.get(METRICS_ATTR, {}).get(self.key)
+        return [1.0 if value is None else self.reference - self.max_drop - float(value)]
 
 
 class AutoFTOptunaSearch(OptunaSearch):
@@ -41,6 +53,11 @@ class AutoFTOptunaSearch(OptunaSearch):
         return None if t is None else t.number
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        ot_trial = self._ot_trials.get(trial_id)
+        if result and ot_trial is not None and trial_id not in self._completed_trials:
+            # validation metrics travel with the trial: constraints and reports read them from Optuna
+            metrics = {k: float(v) for k, v in result.items() if k.startswith(("id_val/", "ood_val/"))}
+            ot_trial.set_user_attr(METRICS_ATTR, metrics)
         stopped_early = (
             not error
             and result is not None
@@ -86,7 +103,7 @@ def own_completed(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return [
         t
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if t.value is not None and not t.user_attrs.get(WARM_START_ATTR)
+        if t.values is not None and not t.user_attrs.get(WARM_START_ATTR)
     ]
 
 
@@ -105,13 +122,13 @@ def warm_start(
         return 0
     copied = 0
     for t in source.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if t.value is None or any(t.distributions.get(k) != d for k, d in distributions.items()):
+        if t.values is None or any(t.distributions.get(k) != d for k, d in distributions.items()):
             continue
         study.add_trial(
             optuna.trial.create_trial(
                 params={k: t.params[k] for k in distributions},
                 distributions=distributions,
-                value=t.value,
+                values=t.values,
                 user_attrs={WARM_START_ATTR: source_job},
             )
         )

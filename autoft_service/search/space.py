@@ -6,6 +6,7 @@ returned as a constant, never suggested and then overwritten.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import optuna
@@ -50,8 +51,11 @@ def define_by_run(search: SearchSpec) -> DefineByRun:
     return DefineByRun(search)
 
 
-def make_sampler(spec: SamplerSpec) -> optuna.samplers.BaseSampler:
-    """A seeded sampler. TPE uses the constant liar so parallel trials do not all pick the same point."""
+def make_sampler(
+    spec: SamplerSpec, constraints: Callable[[optuna.trial.FrozenTrial], Sequence[float]] | None = None
+) -> optuna.samplers.BaseSampler:
+    """A seeded sampler. TPE uses the constant liar so parallel trials do not all pick the same point, and
+    handles one or several objectives and (optionally) constraints."""
     if spec.type == "random":
         return optuna.samplers.RandomSampler(seed=spec.seed)
     return optuna.samplers.TPESampler(
@@ -59,6 +63,7 @@ def make_sampler(spec: SamplerSpec) -> optuna.samplers.BaseSampler:
         multivariate=spec.multivariate,
         n_startup_trials=spec.n_startup_trials,
         constant_liar=True,
+        constraints_func=constraints,
     )
 
 

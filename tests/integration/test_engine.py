@@ -168,3 +168,36 @@ def test_warm_start_and_top_k_reevaluation(ray_runtime: None, settings: Settings
     with pytest.raises(InvalidSpec) as e:
         engine.run(bad, job_id="job-warm2", listener=Recorder())
     assert e.value.field == "search.warm_start_from.0"
+
+
+def test_multi_objective_with_id_drop_constraint(ray_runtime: None, settings: Settings) -> None:
+    spec = parse_spec(
+        small_spec(
+            name="pareto",
+            objective={"metric": "ood_val/accuracy", "id_val_objective": True, "max_id_val_drop": 0.5},
+            budget={**small_spec()["budget"], "trials": 5},
+            final={"steps": 5, "baselines": ["ft"]},
+        )
+    )
+    rec = Recorder()
+    result = Engine(settings).run(spec, job_id="job-pareto", listener=rec)
+    assert "reference" in rec.stages
+    study = optuna.load_study(study_name="autoft-job-pareto", storage=settings.optuna_url)
+    assert len(study.directions) == 2
+    ref = study.user_attrs["ft_reference"]["id_val/accuracy"]
+    assert 0.0 <= ref <= 1.0
+    assert result.pareto, "the Pareto front is returned"
+    front = {p["trial"] for p in result.pareto}
+    assert result.best_trial in front
+    for p in result.pareto:
+        assert set(p["values"]) == {"ood_val/accuracy", "id_val/accuracy"}
+    # no front member is dominated by another completed trial
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    for p in result.pareto:
+        a = list(p["values"].values())
+        assert not any(all(x >= y for x, y in zip(t.values, a, strict=True)) and list(t.values) != a for t in done)
+    best = next(t for t in study.trials if t.number == result.best_trial)
+    assert best.user_attrs["metrics"]["id_val/accuracy"] >= ref - 0.5
+    client = MlflowClient(settings.tracking_uri)
+    plots = {a.path for a in client.list_artifacts(result.handles.parent_run_id, "plots")}
+    assert "plots/pareto_front.html" in plots
