@@ -1,0 +1,131 @@
+"""Jobs: submit, list, inspect, cancel, extend."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+
+from autoft_service.api.auth import Tenant
+from autoft_service.api.deps import SettingsDep, StoreDep
+from autoft_service.api.errors_http import CONFLICT_RESPONSE, ERROR_RESPONSES, InvalidRequest, MalformedJSON
+from autoft_service.api.schemas import ExtendRequest, JobDetail, JobPage, JobState, JobSummary
+from autoft_service.errors import UnknownTask
+from autoft_service.spec import parse_spec
+
+router = APIRouter(tags=["jobs"], responses=ERROR_RESPONSES)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+async def json_body(request: Request) -> Any:
+    """The request body parsed as JSON (any content type); ``MalformedJSON`` when it is not JSON."""
+    raw = await request.body()
+    if not raw.strip():
+        raise InvalidRequest("the request body is empty; send a job spec as a JSON object", field="body")
+    try:
+        return json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise MalformedJSON(f"request body is not valid JSON: {e}", field="body") from None
+
+
+def refuse_import_paths(body: Any) -> None:
+    """Over the API a task is a registered name: a ``module:attribute`` path would import server code."""
+    task = body.get("task") if isinstance(body, dict) else None
+    name = task.get("name") if isinstance(task, dict) else None
+    if isinstance(name, str) and ":" in name:
+        raise UnknownTask(
+            f"task {name!r}: the API accepts registered task names only (see GET /v1/catalog)",
+            field="task.name",
+        )
+
+
+_SPEC_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "A job spec (see the JobSpec schema and GET /v1/catalog for valid names).",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobSpec"}}},
+    }
+}
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        description="Repeat a submission safely: the same key returns the same job (200) instead of a new one.",
+    ),
+]
+
+
+@router.post(
+    "/jobs",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobDetail,
+    responses={
+        200: {"model": JobDetail, "description": "Repeat of an Idempotency-Key."},
+        **CONFLICT_RESPONSE,
+    },
+    openapi_extra=_SPEC_BODY,
+)
+def submit_job(
+    tenant: Tenant,
+    store: StoreDep,
+    settings: SettingsDep,
+    response: Response,
+    body: Annotated[Any, Depends(json_body)],
+    idempotency_key: IdempotencyKey = None,
+) -> JobDetail:
+    """Submit a job spec; it is validated, queued and run when a runner is free."""
+    refuse_import_paths(body)
+    spec = parse_spec(body)
+    job, created = store.create_job(tenant, spec, idempotency_key)
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return JobDetail.from_record(job, settings.mlflow_ui_url)
+
+
+@router.get("/jobs", response_model=JobPage)
+def list_jobs(
+    tenant: Tenant,
+    store: StoreDep,
+    state: Annotated[JobState | None, Query(description="Only jobs in this state.")] = None,
+    limit: Annotated[int, Query(ge=1, le=100, description="Page size.")] = 20,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000, description="Items to skip.")] = 0,
+) -> JobPage:
+    """List this tenant's jobs, newest first."""
+    items, total = store.list_jobs(tenant, state=state, limit=limit, offset=offset)
+    return JobPage(items=[JobSummary.from_record(j) for j in items], total=total, limit=limit, offset=offset)
+
+
+@router.get("/jobs/{job_id}", response_model=JobDetail)
+def get_job(job_id: str, tenant: Tenant, store: StoreDep, settings: SettingsDep) -> JobDetail:
+    """A job's state, progress, best-so-far, results table and MLflow links."""
+    return JobDetail.from_record(store.get_job(tenant, job_id), settings.mlflow_ui_url)
+
+
+@router.post(
+    "/jobs/{job_id}/cancel",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobDetail,
+    responses=CONFLICT_RESPONSE,
+)
+def cancel_job(job_id: str, tenant: Tenant, store: StoreDep, settings: SettingsDep) -> JobDetail:
+    """Cancel a job: a queued job at once, a running one within seconds."""
+    return JobDetail.from_record(store.request_cancel(tenant, job_id), settings.mlflow_ui_url)
+
+
+@router.post(
+    "/jobs/{job_id}/extend",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobDetail,
+    responses=CONFLICT_RESPONSE,
+)
+def extend_job(
+    job_id: str, body: ExtendRequest, tenant: Tenant, store: StoreDep, settings: SettingsDep
+) -> JobDetail:
+    """Add trials to a job's search; a succeeded job is queued again to run them."""
+    return JobDetail.from_record(store.extend_job(tenant, job_id, body.trials), settings.mlflow_ui_url)

@@ -1,0 +1,189 @@
+"""Request and response bodies of the REST API (their docstrings and field descriptions become OpenAPI)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal, cast
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from autoft_service.store import EventRecord, JobRecord, TrialRecord
+
+JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+TrialState = Literal["running", "completed", "pruned", "failed", "interrupted"]
+
+
+class Progress(BaseModel):
+    trials_total: int = Field(description="Search budget (spec trials plus extensions and retries).")
+    trials_done: int = Field(description="Trials that ended (completed, pruned or failed).")
+    best_value: float | None = Field(description="Best objective value so far.")
+    best_params: dict[str, Any] | None = Field(description="Hyperparameters of the best trial so far.")
+
+
+class Links(BaseModel):
+    mlflow_experiment: str | None = None
+    mlflow_run: str | None = None
+
+
+class JobSummary(BaseModel):
+    """A job as listed."""
+
+    id: str
+    name: str
+    state: JobState
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    cancel_requested: bool
+    progress: Progress
+
+    @classmethod
+    def from_record(cls, job: JobRecord) -> JobSummary:
+        return cls(**_summary_fields(job))
+
+
+def _summary_fields(job: JobRecord) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "name": job.name,
+        "state": job.state,
+        "created_at": job.created_at,
+        "updated_at": job.updated_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "cancel_requested": job.cancel_requested,
+        "progress": Progress(
+            trials_total=job.trials_total,
+            trials_done=job.trials_done,
+            best_value=job.best_value,
+            best_params=job.best_params,
+        ),
+    }
+
+
+class JobDetail(JobSummary):
+    """A job with its spec, results table (when done), error and links to MLflow."""
+
+    spec: dict[str, Any] = Field(description="The normalised job spec (defaults filled in).")
+    results: dict[str, Any] | None = Field(description="Results table and best trial, once succeeded.")
+    error: str | None = Field(description="Why the job failed.")
+    attempts: int = Field(description="How many times a runner claimed the job (> 1 after a crash).")
+    mlflow_experiment_id: str | None
+    mlflow_parent_run_id: str | None
+    links: Links
+
+    @classmethod
+    def from_record(cls, job: JobRecord, mlflow_ui_url: str | None = None) -> JobDetail:
+        links = Links()
+        if mlflow_ui_url and job.mlflow_experiment_id:
+            base = f"{mlflow_ui_url.rstrip('/')}/#/experiments/{job.mlflow_experiment_id}"
+            links = Links(
+                mlflow_experiment=base,
+                mlflow_run=f"{base}/runs/{job.mlflow_parent_run_id}" if job.mlflow_parent_run_id else None,
+            )
+        return cls(
+            **_summary_fields(job), spec=job.spec, results=job.results, error=job.error, attempts=job.attempts,
+            mlflow_experiment_id=job.mlflow_experiment_id, mlflow_parent_run_id=job.mlflow_parent_run_id,
+            links=links,
+        )  # fmt: skip
+
+
+class Page(BaseModel):
+    total: int = Field(description="Items matching the filter, over all pages.")
+    limit: int
+    offset: int
+
+
+class JobPage(Page):
+    items: list[JobSummary]
+
+
+class Trial(BaseModel):
+    """One search trial (Optuna trial number ``number``)."""
+
+    number: int
+    state: TrialState
+    params: dict[str, Any]
+    value: float | None = Field(description="Latest objective value reported.")
+    last_step: int | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    mlflow_run_id: str | None
+    error: str | None
+
+    @classmethod
+    def from_record(cls, t: TrialRecord) -> Trial:
+        return cls(
+            number=t.number, state=cast(TrialState, t.state), params=t.params, value=t.value, last_step=t.last_step,
+            started_at=t.started_at, finished_at=t.finished_at, mlflow_run_id=t.mlflow_run_id, error=t.error,
+        )  # fmt: skip
+
+
+class TrialPage(Page):
+    items: list[Trial]
+
+
+class Event(BaseModel):
+    id: int
+    at: datetime
+    kind: str
+    message: str
+    data: dict[str, Any] | None
+
+    @classmethod
+    def from_record(cls, e: EventRecord) -> Event:
+        return cls(id=e.id, at=e.at, kind=e.kind, message=e.message, data=e.data)
+
+
+class EventPage(Page):
+    items: list[Event]
+
+
+class ExtendRequest(BaseModel):
+    """Add trials to a job's search budget."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    trials: int = Field(ge=1, le=10_000, description="Number of trials to add.")
+
+    @field_validator("trials", mode="before")
+    @classmethod
+    def _a_number(cls, v: Any) -> Any:
+        if isinstance(v, (str, bool)):
+            raise ValueError("must be an integer")
+        return v
+
+
+class LossTermInfo(BaseModel):
+    name: str
+    summary: str
+    kind: str = Field(description="'logits' (depends on predictions) or 'weights' (parameters only).")
+
+
+class TaskInfo(BaseModel):
+    name: str
+    summary: str
+    params_schema: dict[str, Any] = Field(description="JSON schema of the task's `params`.")
+
+
+class MetricInfo(BaseModel):
+    name: str
+    doc: str
+
+
+class Catalog(BaseModel):
+    """What a job spec may name."""
+
+    loss_terms: list[LossTermInfo]
+    tasks: list[TaskInfo]
+    metrics: list[MetricInfo]
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(BaseModel):
+    status: Literal["ready"] = "ready"
+    checks: dict[str, str] = Field(description="Each readiness check and its outcome.")

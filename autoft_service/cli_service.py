@@ -1,0 +1,277 @@
+"""CLI commands that talk to a running autoft server: submit, status, watch, cancel, extend, retry, keys.
+
+``register(app)`` adds them to the main ``autoft`` command. Server commands take ``--url`` ($AUTOFT_URL) and
+``--api-key`` ($AUTOFT_API_KEY); ``keys`` manages API keys directly in the job store ($AUTOFT_* settings).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from autoft_service.api.schemas import JobDetail
+from autoft_service.client import AutoFTClient
+from autoft_service.errors import AutoFTError
+
+console = Console(stderr=True)
+out = Console(width=None if sys.stdout.isatty() else 160)
+T = TypeVar("T")
+
+Url = Annotated[
+    str,
+    typer.Option("--url", envvar="AUTOFT_URL", help="Base URL of the autoft server ($AUTOFT_URL)."),
+]
+ApiKey = Annotated[
+    str | None,
+    typer.Option("--api-key", envvar="AUTOFT_API_KEY", help="API key of your tenant ($AUTOFT_API_KEY)."),
+]
+JobId = Annotated[str, typer.Argument(help="Job id (as printed by 'autoft submit').")]
+Interval = Annotated[float, typer.Option("--interval", min=0.1, help="Seconds between polls.")]
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir", help="Data dir of an embedded job store (default: $AUTOFT_DATA_DIR or ./.autoft)."
+    ),
+]
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def make_client(url: str, api_key: str | None) -> AutoFTClient:
+    """The client the commands use (tests replace this)."""
+    return AutoFTClient(url, api_key)
+
+
+def _call(url: str, api_key: str | None, fn: Callable[[AutoFTClient], T]) -> T:
+    """Run ``fn`` with a client; print a domain error and exit non-zero instead of a traceback."""
+    try:
+        with make_client(url, api_key) as client:
+            return fn(client)
+    except AutoFTError as e:
+        where = f", field {e.field}" if e.field else ""
+        console.print(f"[red]error[/red] ({e.code}{where}): {e.message}")
+        raise typer.Exit(2 if e.code.startswith(("invalid", "unknown", "malformed")) else 1) from None
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.4f}"
+
+
+def _print_job(job: JobDetail) -> None:
+    p = job.progress
+    out.print(
+        f"[bold]{job.name}[/bold]  {job.id}  [cyan]{job.state}[/cyan]"
+        + (" (cancel requested)" if job.cancel_requested else "")
+    )
+    out.print(f"trials {p.trials_done}/{p.trials_total}   best {_fmt(p.best_value)}")
+    if p.best_params:
+        out.print(
+            "best params: "
+            + ", ".join(
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in p.best_params.items()
+            )
+        )
+    if job.error:
+        out.print(f"[red]error:[/red] {job.error}")
+    for label, link in (
+        ("MLflow experiment", job.links.mlflow_experiment),
+        ("MLflow run", job.links.mlflow_run),
+    ):
+        if link:
+            out.print(f"{label}: {link}")
+    rows = (job.results or {}).get("results")
+    if job.state == "succeeded" and isinstance(rows, list) and rows:
+        from autoft_service.cli import results_table
+
+        metric = str(job.spec.get("objective", {}).get("metric", "ood_val/accuracy")).split("/", 1)[1]
+        try:
+            out.print(results_table(rows, metric, f"{job.name}: test {metric} (%)"))
+        except (KeyError, IndexError, TypeError, ValueError):  # an unexpected results shape: show it raw
+            out.print_json(data=rows)
+
+
+def submit(
+    spec: Annotated[Path, typer.Argument(help="Job spec file (YAML or JSON).")],
+    url: Url = DEFAULT_URL,
+    api_key: ApiKey = None,
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option("--idempotency-key", help="Submit at most once for this key (safe to repeat)."),
+    ] = None,
+    watch_after: Annotated[
+        bool, typer.Option("--watch", help="Follow the job's progress after submitting.")
+    ] = False,
+) -> None:
+    """Submit a job spec to the server and print the job id."""
+    try:
+        data = yaml.safe_load(spec.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        console.print(f"[red]error[/red]: cannot read {spec}: {e}")
+        raise typer.Exit(2) from None
+    job = _call(url, api_key, lambda c: c.submit(data, idempotency_key=idempotency_key))
+    console.print(f"[green]submitted[/green] {job.name} ({job.state})")
+    out.print(job.id)
+    if watch_after:
+        watch(job.id, url=url, api_key=api_key)
+
+
+def status(
+    job_id: Annotated[str | None, typer.Argument(help="Job id; omit to list your jobs.")] = None,
+    url: Url = DEFAULT_URL,
+    api_key: ApiKey = None,
+    state: Annotated[str | None, typer.Option("--state", help="List only jobs in this state.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=100, help="How many jobs to list.")] = 20,
+) -> None:
+    """Show one job (state, progress, best so far, results) or list your jobs."""
+    if job_id is not None:
+        _print_job(_call(url, api_key, lambda c: c.get_job(job_id)))
+        return
+    page = _call(url, api_key, lambda c: c.list_jobs(state=state, limit=limit))
+    table = Table(title=f"jobs ({len(page.items)} of {page.total})")
+    for col in ("id", "name", "state", "trials", "best", "created"):
+        table.add_column(col)
+    for j in page.items:
+        table.add_row(
+            j.id, j.name, j.state, f"{j.progress.trials_done}/{j.progress.trials_total}",
+            _fmt(j.progress.best_value), j.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+        )  # fmt: skip
+    out.print(table)
+
+
+def watch(job_id: JobId, url: Url = DEFAULT_URL, api_key: ApiKey = None, interval: Interval = 2.0) -> None:
+    """Follow a job with a progress bar (trials done / total, best so far) until it finishes."""
+
+    def follow(client: AutoFTClient) -> JobDetail:
+        columns = [
+            TextColumn("[bold blue]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("best {task.fields[best]}"), TimeElapsedColumn(),
+        ]  # fmt: skip
+        job = None
+        with Progress(*columns, console=console) as progress:
+            bar = progress.add_task("queued", total=None, best="-")
+            for job in client.iter_progress(job_id, interval=interval):
+                p = job.progress
+                progress.update(
+                    bar, description=job.state, total=p.trials_total or None, completed=p.trials_done,
+                    best=_fmt(p.best_value),
+                )  # fmt: skip
+        assert job is not None  # iter_progress yields at least once
+        return job
+
+    job = _call(url, api_key, follow)
+    _print_job(job)
+    if job.state != "succeeded":
+        raise typer.Exit(1)
+
+
+def cancel(job_id: JobId, url: Url = DEFAULT_URL, api_key: ApiKey = None) -> None:
+    """Cancel a job (a queued job at once, a running one within seconds)."""
+    job = _call(url, api_key, lambda c: c.cancel(job_id))
+    out.print(f"{job.id}: {job.state}" + (" (cancel requested)" if job.state == "running" else ""))
+
+
+def extend(
+    job_id: JobId,
+    trials: Annotated[int, typer.Option("--trials", min=1, max=10_000, help="Trials to add to the search.")],
+    url: Url = DEFAULT_URL,
+    api_key: ApiKey = None,
+) -> None:
+    """Add trials to a job's search (a succeeded job runs again)."""
+    job = _call(url, api_key, lambda c: c.extend(job_id, trials))
+    out.print(f"{job.id}: {job.state}, {job.progress.trials_total} trials")
+
+
+def retry(
+    job_id: JobId,
+    number: Annotated[int, typer.Argument(help="Number of the failed or pruned trial.")],
+    url: Url = DEFAULT_URL,
+    api_key: ApiKey = None,
+) -> None:
+    """Run a failed or pruned trial again with the same parameters."""
+    job = _call(url, api_key, lambda c: c.retry_trial(job_id, number))
+    out.print(f"{job.id}: {job.state}, retry of trial {number} requested")
+
+
+# API keys (direct job-store access) ---------------------------------------------------------------------
+keys_app = typer.Typer(
+    help="Manage API keys in the job store (run where the store's settings are).", no_args_is_help=True
+)
+
+
+def _store(data_dir: Path | None) -> Any:
+    from autoft_service.settings import Settings
+    from autoft_service.store import JobStore
+
+    settings = Settings(data_dir=data_dir) if data_dir is not None else Settings()
+    settings.ensure_dirs()
+    store = JobStore(settings.job_store_url)
+    store.init_db()
+    return store
+
+
+def _store_call(data_dir: Path | None, fn: Callable[[Any], T]) -> T:
+    try:
+        store = _store(data_dir)
+        try:
+            return fn(store)
+        finally:
+            store.close()
+    except AutoFTError as e:
+        console.print(f"[red]error[/red] ({e.code}): {e.message}")
+        raise typer.Exit(2) from None
+
+
+@keys_app.command("create")
+def keys_create(
+    tenant: Annotated[str, typer.Option("--tenant", help="Tenant the key belongs to (sees only its jobs).")],
+    name: Annotated[str, typer.Option("--name", help="A label for the key (who or what uses it).")],
+    data_dir: DataDir = None,
+) -> None:
+    """Create an API key and print it (it is shown only once)."""
+    key, record = _store_call(data_dir, lambda s: s.create_api_key(tenant, name))
+    console.print(
+        f"[green]created[/green] key {record.prefix} for tenant {record.tenant!r}; store it now, it is not shown again"
+    )
+    out.print(key)
+
+
+@keys_app.command("list")
+def keys_list(
+    tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant's keys.")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """List API keys (prefixes only; keys are never stored)."""
+    records = _store_call(data_dir, lambda s: s.list_api_keys(tenant))
+    table = Table()
+    for col in ("prefix", "tenant", "name", "created", "revoked"):
+        table.add_column(col)
+    for r in records:
+        table.add_row(
+            r.prefix, r.tenant, r.name, r.created_at.strftime("%Y-%m-%d %H:%M"),
+            r.revoked_at.strftime("%Y-%m-%d %H:%M") if r.revoked_at else "",
+        )  # fmt: skip
+    out.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key: Annotated[str, typer.Argument(help="Prefix (or id) of the key to revoke.")],
+    data_dir: DataDir = None,
+) -> None:
+    """Revoke an API key."""
+    record = _store_call(data_dir, lambda s: s.revoke_api_key(key))
+    out.print(f"revoked {record.prefix} ({record.tenant})")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the service commands to the main ``autoft`` CLI."""
+    for fn in (submit, status, watch, cancel, extend, retry):
+        app.command()(fn)
+    app.add_typer(keys_app, name="keys")

@@ -1,0 +1,183 @@
+"""Engines, sessions and migrations. Database errors become ``BackendUnavailable`` here, at the boundary.
+
+SQLite gets WAL (readers never block the writer), a busy timeout and foreign keys; SQLAlchemy emits the
+``BEGIN`` itself so that write transactions can start with ``BEGIN IMMEDIATE`` and take the write lock up
+front (a deferred transaction that reads, then writes, can fail at once with "database is locked" instead of
+waiting for the busy timeout).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.orm import Session, sessionmaker
+
+from autoft_service.errors import BackendUnavailable
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+#: Our own Alembic version table, so the job store can share a database with Optuna or MLflow (both use
+#: Alembic with the default ``alembic_version`` table).
+VERSION_TABLE = "autoft_alembic_version"
+SQLITE_BUSY_TIMEOUT_MS = 15_000
+_WRITE = "autoft_write"
+
+
+def finite(value: Any) -> Any:
+    """``value`` with every NaN / ±inf float (nested in dicts and lists too) replaced by ``None``.
+
+    JSON has no NaN: PostgreSQL's JSONB refuses it and API responses could not be encoded.
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item"):  # numpy / torch scalars
+        return finite(obj.item())
+    if hasattr(obj, "isoformat"):
+        return obj.isoformat()
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def json_dumps(value: Any) -> str:
+    """The JSON serialiser of every JSON column: strict JSON (non-finite floats become null)."""
+    return json.dumps(finite(value), allow_nan=False, default=_json_default)
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine for ``url``, configured for concurrent use by the API and runners."""
+    u = make_url(url)
+    kwargs.setdefault("json_serializer", json_dumps)
+    if u.get_backend_name() == "sqlite":
+        if u.database and u.database != ":memory:":
+            Path(u.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        kwargs.setdefault(
+            "connect_args", {"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+        )
+        engine = create_engine(u, **kwargs)
+        _configure_sqlite(engine)
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    return create_engine(u, **kwargs)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN (below), not the sqlite3 module
+        cur = dbapi_connection.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE) else "BEGIN")
+
+
+def is_unavailable(e: DBAPIError) -> bool:
+    """Whether a driver error means "cannot reach / use the database" rather than a bug in a statement."""
+    return isinstance(e, (OperationalError, InterfaceError)) or bool(e.connection_invalidated)
+
+
+class Database:
+    """An engine plus read and write session factories; every session is one transaction."""
+
+    def __init__(self, url: str, **engine_kwargs: Any) -> None:
+        self.url = url
+        self.engine = make_engine(url, **engine_kwargs)
+        self.dialect = self.engine.dialect.name
+        write_engine = self.engine.execution_options(**{_WRITE: True})
+        self._read = sessionmaker(self.engine, expire_on_commit=False)
+        self._write = sessionmaker(write_engine, expire_on_commit=False)
+
+    @contextmanager
+    def session(self, *, write: bool = False) -> Iterator[Session]:
+        """A transaction: committed on success, rolled back on any error; database outages are re-raised
+        as ``BackendUnavailable``."""
+        factory = self._write if write else self._read
+        try:
+            with factory.begin() as s:
+                yield s
+        except DBAPIError as e:
+            if is_unavailable(e):
+                raise BackendUnavailable(f"job store unavailable: {_reason(e)}") from e
+            raise
+        except PoolTimeoutError as e:
+            raise BackendUnavailable("job store unavailable: connection pool exhausted") from e
+
+    def ping(self) -> None:
+        """Run ``SELECT 1``; raise ``BackendUnavailable`` if the database does not answer."""
+        with self.session() as s:
+            s.execute(text("SELECT 1"))
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _reason(e: DBAPIError) -> str:
+    return str(e.orig).strip().splitlines()[0] if e.orig is not None else type(e).__name__
+
+
+# Migrations -------------------------------------------------------------------------------------------
+def _alembic_config(connection: Connection) -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.attributes["connection"] = connection
+    cfg.attributes["version_table"] = VERSION_TABLE
+    return cfg
+
+
+def upgrade_engine(engine: Engine, revision: str = "head") -> None:
+    """Migrate the database behind ``engine`` to ``revision`` (idempotent; safe to run concurrently)."""
+    from alembic import command
+
+    try:
+        # BEGIN IMMEDIATE on SQLite / an advisory lock on PostgreSQL: concurrent upgrades run one at a time.
+        with engine.execution_options(**{_WRITE: True}).begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('autoft_store_migrations'))"))
+            command.upgrade(_alembic_config(conn), revision)
+    except DBAPIError as e:
+        if is_unavailable(e):
+            raise BackendUnavailable(f"job store unavailable: {_reason(e)}") from e
+        raise
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Migrate the database at ``url`` to ``revision`` (the latest by default)."""
+    engine = make_engine(url)
+    try:
+        upgrade_engine(engine, revision)
+    finally:
+        engine.dispose()
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision the database is at (``None`` before the first migration)."""
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        ctx = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
+        return ctx.get_current_revision()

@@ -1,0 +1,336 @@
+"""Jobs: submission (idempotent), look-up scoped by tenant, runner claims and leases, state changes."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from autoft_service.errors import InvalidSpec, JobStateConflict
+from autoft_service.spec import JobSpec
+from autoft_service.store.base import StoreBase
+from autoft_service.store.db import finite
+from autoft_service.store.models import JOB_STATES, Job
+from autoft_service.store.records import JobRecord
+from autoft_service.store.transitions import transition
+
+MAX_EXTRA_TRIALS = 10_000
+
+
+class JobOps(StoreBase):
+    # Submission and look-up ------------------------------------------------------------------------------
+    def create_job(
+        self, tenant: str, spec: JobSpec, idempotency_key: str | None = None
+    ) -> tuple[JobRecord, bool]:
+        """Queue a job; return ``(job, created)``.
+
+        With an ``idempotency_key``, a repeat by the same tenant returns the existing job (``created`` is
+        False); a repeat with a different spec is a ``JobStateConflict`` on field ``Idempotency-Key``.
+        """
+        if idempotency_key is not None and not 0 < len(idempotency_key) <= 255:
+            raise InvalidSpec("Idempotency-Key must be 1 to 255 characters", field="Idempotency-Key")
+        spec_json = spec.model_dump(mode="json")
+        self._check_warm_start_sources(tenant, spec.search.warm_start_from)
+        if idempotency_key is not None:
+            existing = self._by_idempotency_key(tenant, idempotency_key, spec_json)
+            if existing is not None:
+                return existing, False
+        now = self.now()
+        row = Job(
+            id=uuid.uuid4().hex, tenant=tenant, name=spec.name, spec=spec_json, state="queued",
+            created_at=now, updated_at=now, idempotency_key=idempotency_key, attempts=0,
+            cancel_requested=False, trials_total=spec.budget.trials, trials_done=0, extra_trials=0,
+            retry_requests=[],
+        )  # fmt: skip
+        try:
+            with self.db.session(write=True) as s:
+                s.add(row)
+                s.flush()
+                self._event(s, row.id, "created", f"job {spec.name!r} queued")
+                record = JobRecord.of(row)
+        except IntegrityError:
+            # A concurrent request with the same key won the insert: answer as its repeat.
+            if idempotency_key is None:
+                raise
+            existing = self._by_idempotency_key(tenant, idempotency_key, spec_json)
+            if existing is None:
+                raise
+            return existing, False
+        return record, True
+
+    def _check_warm_start_sources(self, tenant: str, job_ids: list[str]) -> None:
+        """A job may only warm-start from its own tenant's jobs (their trials would leak otherwise)."""
+        if not job_ids:
+            return
+        with self.db.session() as s:
+            own = set(s.scalars(select(Job.id).where(Job.tenant == tenant, Job.id.in_(job_ids))))
+        for i, job_id in enumerate(job_ids):
+            if job_id not in own:
+                raise InvalidSpec(f"job {job_id!r} not found", field=f"search.warm_start_from.{i}")
+
+    def _by_idempotency_key(self, tenant: str, key: str, spec_json: dict[str, Any]) -> JobRecord | None:
+        with self.db.session() as s:
+            row = s.scalars(select(Job).where(Job.tenant == tenant, Job.idempotency_key == key)).first()
+            if row is None:
+                return None
+            if row.spec != spec_json:
+                raise JobStateConflict(
+                    f"Idempotency-Key {key!r} was already used for job {row.id} with a different spec",
+                    field="Idempotency-Key",
+                    details={"job_id": row.id},
+                )
+            return JobRecord.of(row)
+
+    def get_job(self, tenant: str | None, job_id: str) -> JobRecord:
+        """The job ``job_id``; ``tenant=None`` means any tenant (runners), otherwise another tenant's job
+        raises ``JobNotFound``."""
+        with self.db.session() as s:
+            return JobRecord.of(self._job(s, tenant, job_id))
+
+    def list_jobs(
+        self, tenant: str | None, state: str | None = None, limit: int = 20, offset: int = 0
+    ) -> tuple[list[JobRecord], int]:
+        """One page of jobs, newest first, and the total count matching the filter."""
+        if state is not None and state not in JOB_STATES:
+            raise InvalidSpec(f"unknown state {state!r}; valid: {', '.join(JOB_STATES)}", field="state")
+        conds: list[ColumnElement[bool]] = []
+        if tenant is not None:
+            conds.append(Job.tenant == tenant)
+        if state is not None:
+            conds.append(Job.state == state)
+        with self.db.session() as s:
+            total = s.scalar(select(func.count()).select_from(Job).where(*conds)) or 0
+            rows = s.scalars(
+                select(Job)
+                .where(*conds)
+                .order_by(Job.created_at.desc(), Job.id.desc())
+                .limit(limit)
+                .offset(offset)
+            ).all()
+            return [JobRecord.of(r) for r in rows], total
+
+    # Claims and leases ------------------------------------------------------------------------------------
+    def _claimable(self) -> ColumnElement[bool]:
+        """Queued jobs, and running jobs nobody holds (released, or the owner's lease expired)."""
+        return or_(
+            Job.state == "queued",
+            and_(
+                Job.state == "running",
+                or_(Job.owner.is_(None), Job.lease_expires_at.is_(None), Job.lease_expires_at < self.now()),
+            ),
+        )
+
+    def claim_next_job(self, runner_id: str, lease_s: float) -> JobRecord | None:
+        """Take the oldest claimable job for ``runner_id`` with a lease of ``lease_s`` seconds, or ``None``.
+
+        PostgreSQL: ``SELECT ... FOR UPDATE SKIP LOCKED`` so concurrent runners take different rows.
+        Other backends: a conditional ``UPDATE ... WHERE <still claimable>`` whose row count decides the
+        winner (SQLite also serialises writers with ``BEGIN IMMEDIATE``).
+        """
+        with self.db.session(write=True) as s:
+            q = select(Job).where(self._claimable()).order_by(Job.created_at, Job.id)
+            if self.db.dialect == "postgresql":
+                row = s.scalars(q.limit(1).with_for_update(skip_locked=True)).first()
+                return None if row is None else self._take(s, row, runner_id, lease_s)
+            for row in s.scalars(q.limit(8)).all():
+                claimed = self._take(s, row, runner_id, lease_s, conditional=True)
+                if claimed is not None:
+                    return claimed
+            return None
+
+    def _take(
+        self, s: Session, row: Job, runner_id: str, lease_s: float, *, conditional: bool = False
+    ) -> JobRecord | None:
+        now = self.now()
+        new_state = transition("start", row.state, job_id=row.id)
+        previous_owner = row.owner
+        values: dict[str, Any] = {
+            "state": new_state,
+            "owner": runner_id,
+            "lease_expires_at": now + timedelta(seconds=lease_s),
+            "attempts": row.attempts + 1,
+            "started_at": row.started_at or now,
+            "updated_at": now,
+        }
+        if conditional:
+            res = s.execute(
+                update(Job)
+                .where(Job.id == row.id, self._claimable(), Job.attempts == row.attempts)
+                .values(**values)
+                .execution_options(synchronize_session=False)
+            )
+            if res.rowcount != 1:  # type: ignore[attr-defined]
+                return None
+            s.refresh(row)
+        else:
+            for k, v in values.items():
+                setattr(row, k, v)
+        recovered = row.attempts > 1
+        self._event(
+            s, row.id, "claimed", f"claimed by {runner_id}" + (" (recovered)" if recovered else ""),
+            {"runner": runner_id, "attempt": row.attempts, "previous_owner": previous_owner},
+        )  # fmt: skip
+        s.flush()
+        return JobRecord.of(row)
+
+    def heartbeat(self, job_id: str, runner_id: str, lease_s: float) -> bool:
+        """Extend the lease; ``False`` when ``runner_id`` no longer owns the running job."""
+        with self.db.session(write=True) as s:
+            res = s.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.owner == runner_id, Job.state == "running")
+                .values(lease_expires_at=self.now() + timedelta(seconds=lease_s))
+                .execution_options(synchronize_session=False)
+            )
+            return res.rowcount == 1  # type: ignore[attr-defined,no-any-return]
+
+    def release(self, job_id: str, runner_id: str) -> bool:
+        """Give up the lease (a no-op, ``False``, when ``runner_id`` does not hold it)."""
+        with self.db.session(write=True) as s:
+            res = s.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.owner == runner_id)
+                .values(owner=None, lease_expires_at=None, updated_at=self.now())
+                .execution_options(synchronize_session=False)
+            )
+            return res.rowcount == 1  # type: ignore[attr-defined,no-any-return]
+
+    def cancel_requested(self, job_id: str) -> bool:
+        with self.db.session() as s:
+            return bool(self._job(s, None, job_id).cancel_requested)
+
+    # State changes ------------------------------------------------------------------------------------
+    def _change(
+        self,
+        job_id: str,
+        action: str,
+        *,
+        tenant: str | None = None,
+        runner_id: str | None = None,
+        message: str = "",
+        data: dict[str, Any] | None = None,
+        apply: Callable[[Job], None] | None = None,
+        **values: Any,
+    ) -> JobRecord:
+        """Apply ``action`` through the transition table, set ``values`` and call ``apply(row)``, all in
+        one transaction with the row locked."""
+        with self.db.session(write=True) as s:
+            row = self._job(s, tenant, job_id, lock=True)
+            if runner_id is not None and row.owner != runner_id:
+                raise JobStateConflict(
+                    f"job {job_id} is not owned by {runner_id} (owner: {row.owner})", field="owner"
+                )
+            old = row.state
+            new = transition(action, old, job_id=job_id)
+            now = self.now()
+            row.state = new
+            row.updated_at = now
+            for k, v in values.items():
+                setattr(row, k, v)
+            if apply is not None:
+                apply(row)
+            if new != old:
+                if new in ("succeeded", "failed", "cancelled"):
+                    row.finished_at = now
+                    row.owner, row.lease_expires_at = None, None
+                elif new == "queued":  # back in the queue: a fresh run of the same job
+                    row.finished_at, row.error = None, None
+                    row.cancel_requested = False
+                    row.owner, row.lease_expires_at = None, None
+                self._event(s, job_id, f"state:{new}", message or f"{old} -> {new}", data)
+            elif message:
+                self._event(s, job_id, action, message, data)
+            s.flush()
+            s.refresh(row)  # what was stored (JSON normalised), not what was assigned
+            return JobRecord.of(row)
+
+    def mark_running(self, job_id: str, runner_id: str | None = None) -> JobRecord:
+        """The runner starts (or resumes) the job; idempotent for a running job."""
+        return self._change(job_id, "start", runner_id=runner_id)
+
+    def mark_succeeded(self, job_id: str, results: dict[str, Any], runner_id: str | None = None) -> JobRecord:
+        """The job finished; ``results`` holds the results table (and best value / params, if given)."""
+        extra: dict[str, Any] = {}
+        if (
+            isinstance(results.get("best_value"), (int, float))
+            and finite(float(results["best_value"])) is not None
+        ):
+            extra["best_value"] = float(results["best_value"])
+        if isinstance(results.get("best_params"), dict):
+            extra["best_params"] = results["best_params"]
+        return self._change(job_id, "succeed", runner_id=runner_id, results=results, **extra)
+
+    def mark_failed(self, job_id: str, error: str, runner_id: str | None = None) -> JobRecord:
+        return self._change(job_id, "fail", runner_id=runner_id, error=error, message=error[:500])
+
+    def mark_cancelled(self, job_id: str, runner_id: str | None = None) -> JobRecord:
+        return self._change(job_id, "cancel", runner_id=runner_id)
+
+    def request_cancel(self, tenant: str | None, job_id: str) -> JobRecord:
+        """Cancel a job: a queued one at once; a running one is flagged and its runner stops it."""
+        return self._change(
+            job_id, "request_cancel", tenant=tenant, cancel_requested=True, message="cancel requested"
+        )
+
+    def extend_job(self, tenant: str | None, job_id: str, extra_trials: int) -> JobRecord:
+        """Add ``extra_trials`` to the search budget; a succeeded job is queued to run them."""
+        if not 1 <= extra_trials <= MAX_EXTRA_TRIALS:
+            raise InvalidSpec(f"trials must be between 1 and {MAX_EXTRA_TRIALS}", field="trials")
+
+        def add(row: Job) -> None:
+            row.extra_trials += extra_trials
+            row.trials_total += extra_trials
+
+        return self._change(
+            job_id, "extend", tenant=tenant, apply=add,
+            message=f"extended by {extra_trials} trials", data={"trials": extra_trials},
+        )  # fmt: skip
+
+    def update_progress(
+        self,
+        job_id: str,
+        *,
+        trials_total: int | None = None,
+        trials_done: int | None = None,
+        best_value: float | None = None,
+        best_params: dict[str, Any] | None = None,
+    ) -> None:
+        """Set the progress fields that are given (``None`` leaves a field as it is)."""
+        values = {
+            k: v
+            for k, v in {
+                "trials_total": trials_total,
+                "trials_done": trials_done,
+                "best_value": None if best_value is None else finite(float(best_value)),
+                "best_params": best_params,
+            }.items()
+            if v is not None
+        }
+        if not values:
+            return
+        with self.db.session(write=True) as s:
+            row = self._job(s, None, job_id, lock=True)
+            for k, v in values.items():
+                setattr(row, k, v)
+            row.updated_at = self.now()
+
+    def set_handles(
+        self,
+        job_id: str,
+        *,
+        experiment_id: str | None = None,
+        parent_run_id: str | None = None,
+        study_name: str | None = None,
+    ) -> None:
+        """Remember the job's MLflow experiment / parent run and Optuna study, for links and resume."""
+        with self.db.session(write=True) as s:
+            row = self._job(s, None, job_id, lock=True)
+            row.mlflow_experiment_id = experiment_id or row.mlflow_experiment_id
+            row.mlflow_parent_run_id = parent_run_id or row.mlflow_parent_run_id
+            row.optuna_study_name = study_name or row.optuna_study_name
+            row.updated_at = self.now()

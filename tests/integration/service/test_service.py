@@ -1,0 +1,127 @@
+"""The service over real HTTP: a real uvicorn, runner, Ray and MLflow, on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from autoft_service.settings import Settings
+from tests.conftest import small_spec
+from tests.integration.service.conftest import Stack, api, make_stack, wait_state
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def stack(
+    backend_url: tuple[str, str], tmp_path_factory: pytest.TempPathFactory, task_cache: Path
+) -> Iterator[Stack]:
+    s = make_stack(tmp_path_factory.mktemp(f"stack-{backend_url[0]}"), backend_url, task_cache)
+    s.keys = {t: s.create_key(t) for t in ("acme", "globex")}  # type: ignore[attr-defined]
+    s.start()
+    yield s
+    s.stop_all()
+
+
+def _spec(name: str, trials: int = 4) -> dict:
+    return small_spec(
+        name=name,
+        budget={**small_spec()["budget"], "trials": trials, "inner_steps": 20},
+        final={"steps": 10, "baselines": ["ft"]},
+    )
+
+
+def test_submit_runs_to_success_with_results(stack: Stack) -> None:
+    with api(stack, stack.keys["acme"]) as c:  # type: ignore[attr-defined]
+        r = c.post("/jobs", json=_spec("ok-job"))
+        assert r.status_code == 202, r.text
+        job_id = r.json()["id"]
+        assert r.json()["state"] == "queued"
+        job = wait_state(c, job_id, {"succeeded", "failed"}, timeout=300)
+        assert job["state"] == "succeeded", (job.get("error"), stack.log_tail())
+        assert job["progress"]["trials_done"] == 4 and job["progress"]["trials_total"] == 4
+        assert job["progress"]["best_value"] is not None
+        rows = job["results"]["results"]
+        assert [r["method"] for r in rows] == ["autoft", "ft"]
+        assert "ood_test/mean/accuracy" in rows[0]
+
+        trials = c.get(f"/jobs/{job_id}/trials", params={"limit": 2}).json()
+        assert trials["total"] == 4 and len(trials["items"]) == 2
+        all_trials = c.get(f"/jobs/{job_id}/trials").json()["items"]
+        assert sorted(t["number"] for t in all_trials) == [0, 1, 2, 3]
+        assert {t["state"] for t in all_trials} <= {"completed", "pruned"}
+
+    tracking = Settings(data_dir=stack.data_dir).tracking_uri
+    runs = MlflowClient(tracking).search_runs([job["mlflow_experiment_id"]], max_results=100)
+    assert len(runs) == 5 and all(r.info.status == "FINISHED" for r in runs)
+
+
+def test_idempotent_resubmit(stack: Stack) -> None:
+    with api(stack, stack.keys["acme"]) as c:  # type: ignore[attr-defined]
+        headers = {"Idempotency-Key": f"idem-{stack.backend}"}
+        spec = _spec("idem-job", trials=1)
+        first = c.post("/jobs", json=spec, headers=headers)
+        second = c.post("/jobs", json=spec, headers=headers)
+        assert first.status_code == 202 and second.status_code == 200
+        assert first.json()["id"] == second.json()["id"]
+        listed = c.get("/jobs", params={"limit": 100}).json()["items"]
+        assert sum(j["name"] == "idem-job" for j in listed) == 1
+        other = c.post("/jobs", json=_spec("idem-job-2", trials=1), headers=headers)
+        assert other.status_code == 409 and other.json()["error"]["field"] == "Idempotency-Key"
+        c.post(f"/jobs/{first.json()['id']}/cancel")
+
+
+def test_auth_and_tenant_isolation(stack: Stack) -> None:
+    with api(stack, stack.keys["acme"]) as acme, api(stack, stack.keys["globex"]) as globex:  # type: ignore[attr-defined]
+        job_id = acme.post("/jobs", json=_spec("private", trials=1)).json()["id"]
+        assert globex.get(f"/jobs/{job_id}").status_code == 404
+        assert globex.post(f"/jobs/{job_id}/cancel").status_code == 404
+        assert all(j["id"] != job_id for j in globex.get("/jobs").json()["items"])
+        acme.post(f"/jobs/{job_id}/cancel")
+    with api(stack, None) as anon:
+        r = anon.get("/jobs")
+        assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
+    with api(stack, "aft_bogus_key") as bad:
+        assert bad.get("/jobs").status_code == 401
+
+
+def test_cancel_stops_a_running_job_within_seconds(stack: Stack) -> None:
+    import time
+
+    with api(stack, stack.keys["acme"]) as c:  # type: ignore[attr-defined]
+        spec = _spec("to-cancel", trials=60)
+        job_id = c.post("/jobs", json=spec).json()["id"]
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            job = c.get(f"/jobs/{job_id}").json()
+            if job["state"] == "running" and job["progress"]["trials_done"] >= 1:
+                break
+            time.sleep(0.5)
+        t0 = time.time()
+        assert c.post(f"/jobs/{job_id}/cancel").status_code == 202
+        job = wait_state(c, job_id, {"cancelled", "failed", "succeeded"}, timeout=60)
+        assert job["state"] == "cancelled", job
+        assert time.time() - t0 < 30
+        assert job["progress"]["trials_done"] < 60
+        assert c.post(f"/jobs/{job_id}/cancel").status_code == 409  # already finished
+    tracking = Settings(data_dir=stack.data_dir).tracking_uri
+    runs = MlflowClient(tracking).search_runs([job["mlflow_experiment_id"]], max_results=1000)
+    mine = [r for r in runs if r.data.tags.get("autoft.job_id") == job_id]
+    assert mine and all(r.info.status in ("FINISHED", "KILLED") for r in mine)
+
+
+def test_bad_input_is_rejected_and_nothing_is_written(stack: Stack) -> None:
+    with api(stack, stack.keys["globex"]) as c:  # type: ignore[attr-defined]
+        before = c.get("/jobs").json()["total"]
+        r = c.post("/jobs", content=b"{not json", headers={"Content-Type": "application/json"})
+        assert 400 <= r.status_code < 500 and "error" in r.json()
+        r = c.post("/jobs", json=small_spec(search={"loss_terms": ["ce", "nope"]}))
+        assert r.status_code == 422 and r.json()["error"]["field"] == "search.loss_terms.1"
+        r = c.post("/jobs", json=small_spec(budget={"trials": 10**9}))
+        assert r.status_code == 422 and r.json()["error"]["field"] == "budget.trials"
+        r = c.post("/jobs", content=b"x" * (2 * 1024 * 1024), headers={"Content-Type": "application/json"})
+        assert r.status_code == 413
+        assert c.get("/jobs").json()["total"] == before

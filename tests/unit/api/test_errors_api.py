@@ -1,0 +1,111 @@
+"""Bad input: every rejection has the one error body, names the field and writes nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from autoft_service.store import JobStore
+from tests.unit.store.helpers import MINIMAL_SPEC
+
+ERROR_KEYS = {"code", "message", "field", "details"}
+
+
+def assert_error(r: Any, status: int, code: str, field: str | None = None) -> dict[str, Any]:
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert set(body) == {"error"} and set(body["error"]) == ERROR_KEYS
+    assert body["error"]["code"] == code and body["error"]["message"]
+    if field is not None:
+        assert body["error"]["field"] == field
+    return body["error"]
+
+
+@pytest.mark.parametrize(
+    ("content", "status", "code", "field"),
+    [
+        (b'{"name": "t1", "task": ', 400, "malformed_json", "body"),
+        (b'{"name": NaN}', 400, "malformed_json", "body"),
+        (b"\xff\xfe\x00", 400, "malformed_json", "body"),
+        (b"", 422, "invalid_request", "body"),
+        (b"[1, 2]", 422, "invalid_spec", ""),
+        (b'{"name": 5, "task": {"name": "digits-shift"}}', 422, "invalid_spec", "name"),
+        (b'{"name": "t1", "task": {"name": "digits-shift"}, "budget": {"trials": 0}}', 422, "invalid_spec", "budget.trials"),
+        (b'{"name": "t1", "task": {"name": "digits-shift"}, "colour": 1}', 422, "invalid_spec", "colour"),
+        (b'{"name": "t1", "task": {"name": "nope"}}', 422, "unknown_task", "task.name"),
+        (b'{"name": "t1", "task": {"name": "os:system"}}', 422, "unknown_task", "task.name"),
+        (
+            b'{"name": "t1", "task": {"name": "digits-shift"}, "search": {"loss_terms": ["bogus"]}}',
+            422, "unknown_loss_term", "search.loss_terms.0",
+        ),
+    ],
+)  # fmt: skip
+def test_bad_spec_bodies(
+    client: TestClient,
+    acme: dict[str, str],
+    store: JobStore,
+    content: bytes,
+    status: int,
+    code: str,
+    field: str,
+) -> None:
+    r = client.post("/v1/jobs", content=content, headers={**acme, "Content-Type": "application/json"})
+    assert_error(r, status, code, field)
+    assert store.list_jobs(None) == ([], 0)
+
+
+def test_spec_errors_list_every_field(client: TestClient, acme: dict[str, str]) -> None:
+    r = client.post(
+        "/v1/jobs",
+        json={"name": "bad name!", "task": {"name": "digits-shift"}, "budget": {"trials": -1}},
+        headers=acme,
+    )
+    err = assert_error(r, 422, "invalid_spec")
+    assert {d["field"] for d in err["details"]} == {"name", "budget.trials"}
+
+
+def test_oversized_body_by_content_length(client: TestClient, acme: dict[str, str], store: JobStore) -> None:
+    big = {**MINIMAL_SPEC, "task": {"name": "digits-shift", "params": {"pad": "x" * 5000}}}
+    err = assert_error(client.post("/v1/jobs", json=big, headers=acme), 413, "payload_too_large")
+    assert err["details"] == {"max_bytes": 4096}
+    assert store.list_jobs(None)[1] == 0
+
+
+def test_oversized_body_streamed_without_content_length(
+    client: TestClient, acme: dict[str, str], store: JobStore
+) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"name": "t1", "task": {"name": "digits-shift"}, "pad": "'
+        for _ in range(10):
+            yield b"x" * 1000
+        yield b'"}'
+
+    r = client.post("/v1/jobs", content=chunks(), headers={**acme, "Content-Type": "application/json"})
+    assert r.request.headers.get("content-length") is None  # really streamed (chunked)
+    assert_error(r, 413, "payload_too_large")
+    assert store.list_jobs(None)[1] == 0
+
+
+def test_body_under_the_limit_passes_through_the_limiter(client: TestClient, acme: dict[str, str]) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"name": "t1", '
+        yield b'"task": {"name": "digits-shift"}}'
+
+    r = client.post("/v1/jobs", content=chunks(), headers=acme)
+    assert r.status_code == 202 and r.json()["name"] == "t1"
+
+
+def test_unknown_route_and_method_use_the_error_body(client: TestClient, acme: dict[str, str]) -> None:
+    assert_error(client.get("/v1/nothing-here", headers=acme), 404, "not_found")
+    r = client.delete("/v1/jobs", headers=acme)
+    assert_error(r, 405, "method_not_allowed")
+    assert r.headers["allow"] == "GET, POST"
+
+
+def test_bad_header_is_invalid_request(client: TestClient, acme: dict[str, str], store: JobStore) -> None:
+    r = client.post("/v1/jobs", json=MINIMAL_SPEC, headers={**acme, "Idempotency-Key": "k" * 256})
+    assert_error(r, 422, "invalid_request", "Idempotency-Key")
+    assert store.list_jobs(None)[1] == 0

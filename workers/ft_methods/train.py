@@ -1,0 +1,159 @@
+"""The one training loop every fine-tuning method runs through (methods customise it via hooks only)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+import torch
+
+from workers.ft_methods.base import HEAD_PREFIX, FTMethod, RunContext, StepBatch, describe_optimizer
+from workers.model import Classifier
+from workers.objective import Objective
+from workers.trainable import PreparedTask, build_model
+from workers.training import EvalCallback, add_mean_ood, batch_indices, evaluate, seed_everything
+
+
+class MethodResult(NamedTuple):
+    """A trained model, its metrics on every split (plus the last ``train/*`` means) and the method's info."""
+
+    model: Classifier
+    metrics: dict[str, float]
+    info: dict[str, Any]
+
+
+def train_with_method(
+    method: FTMethod,
+    prepared: PreparedTask,
+    *,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    seed: int,
+    device: torch.device,
+    metrics: Sequence[str] = ("accuracy",),
+    loss_weights: Mapping[str, float] | None = None,
+    eval_every: int = 0,
+    eval_splits: Sequence[str] = ("id_val", "ood_val"),
+    on_eval: EvalCallback | None = None,
+) -> MethodResult:
+    """Fine-tune a fresh copy of the task's pretrained model with ``method`` for ``steps`` AdamW-style steps.
+
+    The base objective is ``loss_weights`` (default: the method's, usually ``{"ce": 1.0}``; AutoFT passes
+    its searched weights) plus the method's extra terms. Every ``eval_every`` steps and at the last step,
+    ``on_eval(step, metrics)`` receives the evaluation on ``eval_splits``, the mean loss components since the
+    previous evaluation (``train/loss``, ``train/loss/<term>``) and ``optim/lr``. After the method's
+    ``finalize`` the model is evaluated on every split (``id_val``, ``ood_val``, ``id_test``,
+    ``ood_test/<set>``, ``ood_test/mean``); ``info`` holds the method name, its resolved params, the
+    optimizer as built and what ``finalize`` chose.
+    """
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    data = prepared.data
+    method.check_compatible(data)
+    metrics = tuple(metrics)
+    generator = seed_everything(seed)
+    model = build_model(prepared, method.head_init(), seed, device)
+    ctx = RunContext(data, device, metrics, seed, steps, prepared.lp_head)
+    try:
+        method.setup(model, ctx)
+        ctx.init_params = {n: p.detach().clone() for n, p in model.named_parameters()}
+        ctx.initial_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        named = _freeze_all_but(model, set(method.trainable(model)))
+        anchors = {n: ctx.init_params[n] for n in named}
+        weights = dict(method.default_loss_weights() if loss_weights is None else loss_weights)
+        objective = Objective(weights, model, anchors)
+        optimizer = method.make_optimizer(named, lr=lr, weight_decay=weight_decay, init_params=anchors)
+        term_weights = method.loss_weights()
+        last = _loop(model, method, objective, optimizer, term_weights, ctx, generator, steps, batch_size,
+                     eval_every, eval_splits, on_eval)  # fmt: skip
+        model, info = method.finalize(model, ctx)
+    finally:
+        method.teardown(model)
+    model.eval()
+    results = add_mean_ood(evaluate(model, data.splits(), metrics, data.num_classes, device), metrics)
+    results.update({k: v for k, v in last.items() if k.startswith("train/")})
+    info = {
+        "method": method.name,
+        "params": method.params.model_dump(mode="json"),
+        "optimizer": describe_optimizer(optimizer),
+        **info,
+    }
+    return MethodResult(model, results, info)
+
+
+def _freeze_all_but(model: Classifier, names: set[str]) -> dict[str, torch.nn.Parameter]:
+    """Set ``requires_grad`` from ``names``; return the trainable parameters by name, in model order."""
+    all_names = {n for n, _ in model.named_parameters()}
+    if unknown := names - all_names:
+        raise ValueError(f"trainable() named unknown parameters: {sorted(unknown)}")
+    if not names:
+        raise ValueError("trainable() returned no parameters")
+    for n, p in model.named_parameters():
+        p.requires_grad_(n in names)
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _loop(
+    model: Classifier,
+    method: FTMethod,
+    objective: Objective,
+    optimizer: torch.optim.Optimizer,
+    term_weights: dict[str, float],
+    ctx: RunContext,
+    generator: torch.Generator,
+    steps: int,
+    batch_size: int,
+    eval_every: int,
+    eval_splits: Sequence[str],
+    on_eval: EvalCallback | None,
+) -> dict[str, float]:
+    data, device = ctx.data, ctx.device
+    _train_mode(model)
+    batches = batch_indices(len(data.id_train), batch_size, generator)
+    sums: dict[str, float] = {}
+    count = 0
+    last: dict[str, float] = {}
+    for step in range(1, steps + 1):
+        idx = next(batches)
+        x, y = data.id_train.x[idx].to(device), data.id_train.y[idx].to(device)
+        features = model.features(x)
+        logits = model.head(features)
+        losses = objective(logits, y)
+        extras = method.extra_losses(model, StepBatch(x, y, features, logits), ctx)
+        total = losses["loss"]
+        for key, value in extras.items():
+            if key not in term_weights:
+                raise ValueError(f"{method.name}: extra loss {key!r} has no weight in loss_weights()")
+            if f"loss/{key}" in losses:
+                raise ValueError(f"{method.name}: extra loss {key!r} clashes with an objective term")
+            losses[f"loss/{key}"] = value
+            if term_weights[key] != 0.0:
+                total = total + term_weights[key] * value
+        losses["loss"] = total
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        method.after_step(model, step, ctx)
+        for k, v in losses.items():
+            sums[k] = sums.get(k, 0.0) + float(v.detach())
+        count += 1
+        if (eval_every and step % eval_every == 0) or step == steps:
+            last = {f"train/{k}": v / count for k, v in sums.items()}
+            last["optim/lr"] = float(optimizer.param_groups[0]["lr"])
+            last.update(ctx.evaluate(model, eval_splits))
+            sums, count = {}, 0
+            _train_mode(model)  # evaluation restores plain train mode on every submodule
+            if on_eval is not None:
+                on_eval(step, last)
+    return last
+
+
+def _train_mode(model: Classifier) -> None:
+    """Train mode, except that a fully frozen backbone runs as at inference (no dropout, fixed norm stats)."""
+    model.train()
+    if not any(p.requires_grad for n, p in model.named_parameters() if not n.startswith(HEAD_PREFIX)):
+        model.backbone.eval()
