@@ -195,7 +195,9 @@ def test_multi_objective_with_id_drop_constraint(ray_runtime: None, settings: Se
     done = [t for t in study.trials if t.state == TrialState.COMPLETE]
     for p in result.pareto:
         a = list(p["values"].values())
-        assert not any(all(x >= y for x, y in zip(t.values, a, strict=True)) and list(t.values) != a for t in done)
+        assert not any(
+            all(x >= y for x, y in zip(t.values, a, strict=True)) and list(t.values) != a for t in done
+        )
     best = next(t for t in study.trials if t.number == result.best_trial)
     assert best.user_attrs["metrics"]["id_val/accuracy"] >= ref - 0.5
     client = MlflowClient(settings.tracking_uri)

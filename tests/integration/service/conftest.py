@@ -128,7 +128,9 @@ def wait_state(client: httpx.Client, job_id: str, states: set[str], timeout: flo
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def backend_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+def backend_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, str]]:
     """The job-store URL of a fresh database of each backend."""
     if request.param == "sqlite":
         yield "sqlite", f"sqlite:///{tmp_path_factory.mktemp('db') / 'autoft.db'}"
