@@ -230,6 +230,11 @@ def _pareto(spec: JobSpec, trials: list[optuna.trial.FrozenTrial]) -> list[dict[
     ]
 
 
+def _scalar_info(info: dict[str, Any]) -> dict[str, float]:
+    """Numeric facts a method chose (e.g. ``wise_ft/alpha``) go into its results row."""
+    return {k: float(v) for k, v in info.items() if "/" in k and isinstance(v, (int, float))}
+
+
 def _with_gap(row: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
     """Add ``gap/<m>`` = OOD val − mean OOD test: how much the OOD-val score overstates test robustness."""
     m = spec.objective.metric_name
@@ -405,13 +410,16 @@ class Engine:
         self.tracker.log_metrics(handles.parent_run_id, {f"best/{spec.objective.metric}": best_value})
 
         t1 = time.time()
-        listener.stage("final", {"methods": ["autoft", *spec.final.baselines]})
+        listener.stage("final", {"methods": ["autoft", *(b.row for b in spec.final.baselines)]})
         outcomes = self._final_stage(spec, best_params, listener)
         durations["final_s"] = time.time() - t1
         if listener.should_cancel():
             raise JobCancelled("job cancelled during the final stage")
 
-        rows = [_with_gap({"method": o["method"], **o["metrics"]}, spec) for o in outcomes]
+        rows = [
+            _with_gap({"method": o["method"], **o["metrics"], **_scalar_info(o["info"])}, spec)
+            for o in outcomes
+        ]
         version = self._record(spec, job_id, handles, study, rows, outcomes)
         durations["total_s"] = time.time() - t0
         return JobResult(
@@ -606,8 +614,8 @@ class Engine:
         remote = ray.remote(run_method).options(
             num_cpus=spec.resources.cpus_per_trial, num_gpus=spec.resources.gpus_per_trial, max_retries=1
         )
-        methods = ["autoft", *spec.final.baselines]
-        refs = [remote.remote(m, ctx, best_params if m == "autoft" else None) for m in methods]
+        refs = [remote.remote("autoft", ctx, best_params)]
+        refs += [remote.remote(b.row, ctx, name=b.name, params=b.params) for b in spec.final.baselines]
         pending = list(refs)
         while pending:
             _, pending = ray.wait(pending, num_returns=len(pending), timeout=1.0)
@@ -650,6 +658,7 @@ class Engine:
                 rid, {f"{row['method']}/{k}": v for k, v in row.items() if k != "method"}
             )
         self.tracker.log_results_table(rid, rows)
+        self.tracker.log_json(rid, {o["method"]: o["info"] for o in outcomes}, "methods.json")
         for name, html in study_plots(study, spec.objective.metrics).items():
             self.tracker.client.log_text(rid, html, f"plots/{name}.html")
         autoft = next(o for o in outcomes if o["method"] == "autoft")

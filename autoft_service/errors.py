@@ -53,6 +53,12 @@ class UnknownMetric(UnknownName):
     code = "unknown_metric"
 
 
+class UnknownFTMethod(UnknownName):
+    """A fine-tuning method name that is not registered."""
+
+    code = "unknown_ft_method"
+
+
 class DuplicateRegistration(AutoFTError):
     """Two implementations claimed the same registry name."""
 

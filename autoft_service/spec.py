@@ -208,7 +208,18 @@ class ResourcesSpec(_Strict):
     gpus_per_trial: float = Field(default=0.0, ge=0, le=16, description="Fractions pack trials per GPU.")
 
 
-Baseline = Literal["ft", "lp", "lp_ft"]
+class BaselineSpec(_Strict):
+    """A fine-tuning method run on the final-stage budget for comparison (see GET /v1/catalog)."""
+
+    name: str = Field(
+        description="Registered method: ft, lp, lp_ft, l2_sp, delta, tpgm, ftp, spd, wise_ft, ..."
+    )
+    params: dict[str, Any] = Field(default_factory=dict, description="The method's hyperparameters.")
+    label: str | None = Field(default=None, pattern=NAME_PATTERN, description="Row name (default: name).")
+
+    @property
+    def row(self) -> str:
+        return self.label or self.name
 
 
 class ReevalSpec(_Strict):
@@ -223,15 +234,27 @@ class FinalSpec(_Strict):
 
     steps: int = Field(default=600, ge=1, le=10_000_000)
     reevaluate: ReevalSpec = Field(default_factory=ReevalSpec)
-    baselines: list[Baseline] = Field(default_factory=lambda: ["ft", "lp", "lp_ft"])
+    baselines: list[BaselineSpec] = Field(
+        default_factory=lambda: [BaselineSpec(name=n) for n in ("ft", "lp", "lp_ft")],
+        max_length=32,
+        description="Methods to compare on the same budget: names, or {name, params, label}.",
+    )
     baseline_weight_decay: float = Field(default=0.1, ge=0, description="AdamW decay of ft / lp_ft.")
     register_model: bool = True
 
+    @field_validator("baselines", mode="before")
+    @classmethod
+    def _names(cls, v: Any) -> Any:
+        return [{"name": b} if isinstance(b, str) else b for b in v] if isinstance(v, list) else v
+
     @field_validator("baselines")
     @classmethod
-    def _unique(cls, v: list[str]) -> list[str]:
-        if len(set(v)) != len(v):
-            raise ValueError("baselines must be unique")
+    def _unique(cls, v: list[BaselineSpec]) -> list[BaselineSpec]:
+        rows = [b.row for b in v]
+        if len(set(rows)) != len(rows) or "autoft" in rows:
+            raise ValueError(
+                "baseline rows must be unique and not 'autoft' (set a label to run a method twice)"
+            )
         return v
 
 
@@ -298,3 +321,13 @@ def validate_spec(spec: JobSpec) -> None:
     METRICS.get(spec.objective.metric_name, field="objective.metric")
     task_cls = resolve_task(spec.task.name, field="task.name")
     task_cls.validate_params(spec.task.params, field="task.params")
+    from workers.ft_methods import create_method
+
+    for i, b in enumerate(spec.final.baselines):
+        method = create_method(b.name, b.params, field=f"final.baselines.{i}")
+        if method.requires_text_tower and not task_cls.has_text_tower:
+            raise InvalidSpec(
+                f"final.baselines.{i}: {b.name!r} needs a dual-encoder (CLIP-like) model with a text tower; "
+                f"task {spec.task.name!r} has none",
+                field=f"final.baselines.{i}",
+            )

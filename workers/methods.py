@@ -1,8 +1,8 @@
 """Final-stage methods, trained on the same budget and evaluated on every split.
 
-``autoft`` retrains with the searched objective; the baselines are ``ft`` (cross-entropy from a fresh
-random head), ``lp`` (linear probe on frozen features) and ``lp_ft`` (Kumar et al. 2022: linear probe,
-then full fine-tuning from that head).
+``autoft`` retrains with the searched objective; every baseline is a registered fine-tuning method from
+:mod:`workers.ft_methods` (``ft``, ``lp``, ``lp_ft``, ``l2_sp``, ``delta``, ``tpgm``, ``ftp``, ``spd``,
+``wise_ft``, ...) run through the one shared training loop on the same budget.
 """
 
 from __future__ import annotations
@@ -14,9 +14,7 @@ from pydantic import BaseModel, ConfigDict
 
 from workers.model import Classifier
 from workers.trainable import TrialContext, device_for, prepared_task, run_objective, split_config
-from workers.training import add_mean_ood, evaluate, linear_probe
-
-METHODS = ("autoft", "ft", "lp", "lp_ft")
+from workers.training import add_mean_ood, evaluate
 
 
 class FinalContext(BaseModel):
@@ -35,42 +33,66 @@ class FinalContext(BaseModel):
     cpu_threads: int = 1
 
 
-def run_method(method: str, ctx: FinalContext, objective: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train one method; return ``{"method", "metrics", "state_dict"}`` (state dict on CPU)."""
+def run_method(
+    row: str,
+    ctx: FinalContext,
+    objective: dict[str, Any] | None = None,
+    *,
+    name: str | None = None,
+    params: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train one results row: ``autoft`` (the searched objective) or a registered fine-tuning method.
+
+    Return ``{"method": row, "metrics", "info", "state_dict"}`` (state dict on CPU, info JSON-safe).
+    """
     torch.set_num_threads(max(1, ctx.cpu_threads))
     prepared = prepared_task(ctx.task_name, ctx.task_params, ctx.cache_dir)
     data = prepared.data
     device = device_for(ctx.use_gpu)
-    common = dict(
-        steps=ctx.steps, batch_size=ctx.batch_size, eval_every=0, metrics=ctx.metrics, device=device
-    )
-    if method == "autoft":
+    info: dict[str, Any] = {}
+    if row == "autoft":
         if objective is None:
             raise ValueError("autoft needs the searched objective")
         weights, lr, wd, seed = split_config(objective)
-        model = run_objective(prepared, weights, lr, wd, seed, **common)  # type: ignore[arg-type]
-    elif method in ("ft", "lp_ft"):
-        head = "random" if method == "ft" else "lp"
         model = run_objective(
-            prepared,
-            {"ce": 1.0},
-            ctx.base_lr,
-            ctx.baseline_weight_decay,
-            ctx.seed,
-            head=head,
-            **common,  # type: ignore[arg-type]
-        )
-    elif method == "lp":
-        head = linear_probe(
-            data.backbone, data.id_train, data.feature_dim, data.num_classes, steps=ctx.steps, seed=ctx.seed,
-            device=device,
+            prepared, weights, lr, wd, seed,
+            steps=ctx.steps, batch_size=ctx.batch_size, eval_every=0, metrics=ctx.metrics, device=device,
         )  # fmt: skip
-        model = Classifier(data.backbone, head).to(device)
+        metrics = add_mean_ood(
+            evaluate(model, data.splits(), ctx.metrics, data.num_classes, device), ctx.metrics
+        )
     else:
-        raise ValueError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
-    metrics = add_mean_ood(evaluate(model, data.splits(), ctx.metrics, data.num_classes, device), ctx.metrics)
+        from workers.ft_methods import create_method, train_with_method
+
+        method_params = dict(params or {})
+        if (name or row) == "lp":
+            method_params.setdefault("head_init", "lp")  # start from the task's full-batch probe head
+        method = create_method(name or row, method_params)
+        result = train_with_method(
+            method, prepared, steps=ctx.steps, batch_size=ctx.batch_size, lr=ctx.base_lr,
+            weight_decay=ctx.baseline_weight_decay, seed=ctx.seed, device=device, metrics=ctx.metrics,
+        )  # fmt: skip
+        model, metrics = result.model, result.metrics
+        info = _json_safe(result.info)
+    metrics = {k: v for k, v in metrics.items() if not k.startswith("train/")}
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    return {"method": method, "metrics": metrics, "state_dict": state}
+    return {"method": row, "metrics": metrics, "info": info, "state_dict": state}
+
+
+def _json_safe(obj: Any) -> Any:
+    """Keep what JSON can carry (numbers, strings, lists, dicts); drop objects such as optimizers."""
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items() if _json_safe(v) is not _DROP}
+    if isinstance(obj, (list, tuple)):
+        return [x for x in (_json_safe(v) for v in obj) if x is not _DROP]
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if isinstance(obj, torch.Tensor) and obj.numel() == 1:
+        return float(obj)
+    return _DROP
+
+
+_DROP = object()
 
 
 def model_from_state(

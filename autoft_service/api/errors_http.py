@@ -62,6 +62,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "unknown_loss_term": 422,
     "unknown_task": 422,
     "unknown_metric": 422,
+    "unknown_ft_method": 422,
     "backend_unavailable": 503,
 }
 

@@ -96,3 +96,20 @@ def test_module_attribute_task_reference() -> None:
     assert spec.task.name.endswith(":DigitsShiftTask")
     e = _err(small_spec(task={"name": "workers.tasks.digits:load_digit_images"}))
     assert "not a Task subclass" in e.message
+
+
+def test_baselines_resolve_through_the_method_registry() -> None:
+    spec = parse_spec(
+        small_spec(
+            final={"baselines": ["ft", {"name": "spd", "params": {"strength": 0.5}, "label": "spd-half"}]}
+        )
+    )
+    assert [b.row for b in spec.final.baselines] == ["ft", "spd-half"]
+    e = _err(small_spec(final={"baselines": ["ft", "sgd-magic"]}))
+    assert e.field == "final.baselines.1" and "l2_sp" in e.message
+    e = _err(small_spec(final={"baselines": [{"name": "spd", "params": {"strength": -1}}]}))
+    assert e.field.startswith("final.baselines.0.params.strength")
+    e = _err(small_spec(final={"baselines": ["flyp"]}))  # the demo CNN has no text tower
+    assert e.field == "final.baselines.0" and "text tower" in e.message
+    e = _err(small_spec(final={"baselines": ["spd", {"name": "spd"}]}))
+    assert e.field == "final.baselines" and "label" in e.message

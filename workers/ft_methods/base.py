@@ -36,7 +36,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 
-from autoft_service.errors import InvalidSpec, UnknownName
+from autoft_service.errors import InvalidSpec, UnknownFTMethod
 from workers.model import Classifier
 from workers.registry import Registry
 from workers.tasks.base import TaskData
@@ -44,12 +44,6 @@ from workers.training import evaluate
 
 HeadInit = Literal["lp", "random"]
 HEAD_PREFIX = "head."
-
-
-class UnknownFTMethod(UnknownName):
-    """A fine-tuning method name that is not registered."""
-
-    code = "unknown_ft_method"
 
 
 @dataclass(frozen=True)

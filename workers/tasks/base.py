@@ -76,6 +76,8 @@ class Task(ABC):
     Params: ClassVar[type[BaseModel]] = NoParams
     #: Metrics reported on every split; the objective metric must be one of the registered metrics.
     metrics: ClassVar[tuple[str, ...]] = ("accuracy", "macro_f1", "worst_group_accuracy")
+    #: Whether the model has a text tower (CLIP-like dual encoder), which contrastive (FLYP) methods need.
+    has_text_tower: ClassVar[bool] = False
 
     def __init__(self, params: BaseModel, cache_dir: Path) -> None:
         self.params = params
