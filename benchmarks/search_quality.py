@@ -21,12 +21,23 @@ from autoft_service.settings import Settings
 from autoft_service.spec import parse_spec
 from benchmarks._common import demo_spec_dict, mean_std
 
+#: Every registered method that runs on the demo CNN (FLYP needs a text tower), WiSE-FT over FT and LP-FT.
+ALL_METHODS = [
+    "ft", "lp", "lp_ft", "l2_sp", "delta", "tpgm", "ftp", "spd", "layerwise",
+    {"name": "wise_ft", "params": {"base": "ft"}, "label": "wise_ft-ft"},
+    {"name": "wise_ft", "params": {"base": "lp_ft"}, "label": "wise_ft-lp_ft"},
+]  # fmt: skip
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--data-dir", type=Path, default=None)
     ap.add_argument("--trials", type=int, default=None, help="override the demo's number of trials")
+    ap.add_argument(
+        "--all-methods", action="store_true",
+        help="compare every registered fine-tuning method (issue: the method library), not only FT/LP/LP-FT",
+    )  # fmt: skip
     args = ap.parse_args()
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="autoft-bench-"))
     settings = Settings(data_dir=data_dir)
@@ -40,6 +51,8 @@ def main() -> None:
         if args.trials:
             d["budget"]["trials"] = args.trials
         d["final"]["register_model"] = False
+        if args.all_methods:
+            d["final"]["baselines"] = ALL_METHODS
         t0 = time.time()
         result = Engine(settings).run(parse_spec(d), job_id=f"quality-{seed}-{int(t0)}")
         times.append(time.time() - t0)
