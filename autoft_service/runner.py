@@ -148,12 +148,19 @@ class Runner:
                 raise JobCancelled("cancel requested before the job resumed")
             self.store.mark_running(job_id, self.runner_id)
             handles = JobHandles(job.mlflow_experiment_id, job.mlflow_parent_run_id, job.optuna_study_name)
-            retries = self.store.take_retry_requests(job_id)
-            if retries:
-                self.engine.enqueue(spec, handles, job_id, retries)
-            result = self.engine.run(
-                spec, job_id=job_id, listener=listener, handles=handles, extra_trials=job.extra_trials
-            )
+            extra = job.extra_trials
+            while True:
+                retries = self.store.take_retry_requests(job_id)
+                if retries:
+                    self.engine.enqueue(spec, handles, job_id, retries)
+                result = self.engine.run(
+                    spec, job_id=job_id, listener=listener, handles=handles, extra_trials=extra
+                )
+                # an extend or a retry that arrived while this run was under way: continue the same study
+                latest = self.store.get_job(None, job_id)
+                if latest.extra_trials == extra or latest.cancel_requested:
+                    break
+                extra = latest.extra_trials
         except JobCancelled:
             if listener.lost_lease:
                 log.warning("job %s: lease lost to another runner; stopped here", job_id)

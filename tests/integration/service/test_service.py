@@ -125,3 +125,29 @@ def test_bad_input_is_rejected_and_nothing_is_written(stack: Stack) -> None:
         r = c.post("/jobs", content=b"x" * (2 * 1024 * 1024), headers={"Content-Type": "application/json"})
         assert r.status_code == 413
         assert c.get("/jobs").json()["total"] == before
+
+
+def test_extend_and_retry_continue_the_same_study(stack: Stack) -> None:
+    with api(stack, stack.keys["acme"]) as c:  # type: ignore[attr-defined]
+        job_id = c.post("/jobs", json=_spec("extend-me", trials=3)).json()["id"]
+        job = wait_state(c, job_id, {"succeeded", "failed"}, timeout=300)
+        assert job["state"] == "succeeded", job.get("error")
+        first = {t["number"]: t["params"] for t in c.get(f"/jobs/{job_id}/trials").json()["items"]}
+
+        r = c.post(f"/jobs/{job_id}/extend", json={"trials": 2})
+        assert r.status_code in (200, 202), r.text
+        job = wait_state(c, job_id, {"succeeded", "failed"}, timeout=300)
+        items = c.get(f"/jobs/{job_id}/trials").json()["items"]
+        assert job["state"] == "succeeded" and job["progress"]["trials_total"] == 5
+        assert sorted(t["number"] for t in items) == [0, 1, 2, 3, 4]
+        assert {t["number"]: t["params"] for t in items if t["number"] in first} == first  # not rerun
+
+        again = [t for t in items if t["state"] in ("pruned", "failed")]
+        if again:  # ASHA usually prunes one of five; a retry reruns exactly its config as a new trial
+            n = again[0]["number"]
+            assert c.post(f"/jobs/{job_id}/trials/{n}/retry").status_code in (200, 202)
+            job = wait_state(c, job_id, {"succeeded", "failed"}, timeout=300)
+            items = c.get(f"/jobs/{job_id}/trials").json()["items"]
+            new = next(t for t in items if t["number"] == 5)
+            searched = {k: v for k, v in again[0]["params"].items() if k != "loss/ce/weight"}
+            assert {k: new["params"][k] for k in searched} == pytest.approx(searched)
