@@ -30,7 +30,7 @@ def test_openapi_fuzz_has_no_server_errors(tmp_path: Path, task_cache: Path) -> 
                 "--generation-deterministic",
                 "--request-timeout", "20",
             ],
-            capture_output=True, text=True, timeout=900,
+            capture_output=True, text=True, timeout=900, cwd=tmp_path,
         )  # fmt: skip
     finally:
         stack.stop_all()
