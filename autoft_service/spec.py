@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from autoft_service.errors import InvalidSpec
 
@@ -226,7 +234,7 @@ class ReevalSpec(_Strict):
     """Overfitting guard: re-run the top-k trials with extra seeds and pick the best mean OOD-val score."""
 
     top_k: int = Field(default=0, ge=0, le=50, description="0 disables the guard.")
-    seeds: list[int] = Field(default_factory=lambda: [1001, 1002], min_length=1, max_length=10)
+    seeds: list[StrictInt] = Field(default_factory=lambda: [1001, 1002], min_length=1, max_length=10)
 
 
 class FinalSpec(_Strict):

@@ -134,6 +134,9 @@ class Tracker:
         """Save a PyTorch model under the run's ``model/`` artifacts and register a version of it."""
         import mlflow.pytorch
 
+        # pickle format: the model classes are importable wherever the package is installed; MLflow's
+        # generic warning about pickle is expected here and only noise in the job log
+        logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "model"
             mlflow.pytorch.save_model(

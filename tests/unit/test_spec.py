@@ -113,3 +113,8 @@ def test_baselines_resolve_through_the_method_registry() -> None:
     assert e.field == "final.baselines.0" and "text tower" in e.message
     e = _err(small_spec(final={"baselines": ["spd", {"name": "spd"}]}))
     assert e.field == "final.baselines" and "label" in e.message
+
+
+def test_booleans_are_not_seeds() -> None:
+    e = _err(small_spec(final={"reevaluate": {"top_k": 1, "seeds": [False]}}))
+    assert e.field == "final.reevaluate.seeds.0"
