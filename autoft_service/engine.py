@@ -649,7 +649,7 @@ class Engine:
         rows: list[dict[str, Any]],
         outcomes: list[dict[str, Any]],
     ) -> str | None:
-        from autoft_service.plots import study_plots
+        from autoft_service.plots import results_plot, study_plots
 
         rid = handles.parent_run_id
         assert rid is not None
@@ -661,6 +661,9 @@ class Engine:
         self.tracker.log_json(rid, {o["method"]: o["info"] for o in outcomes}, "methods.json")
         for name, html in study_plots(study, spec.objective.metrics).items():
             self.tracker.client.log_text(rid, html, f"plots/{name}.html")
+        self.tracker.client.log_text(
+            rid, results_plot(rows, spec.objective.metric_name), "plots/results.html"
+        )
         autoft = next(o for o in outcomes if o["method"] == "autoft")
         model, example = model_from_state(self._final_context(spec), autoft["state_dict"])
         name = f"autoft-{spec.name}" if spec.final.register_model else None

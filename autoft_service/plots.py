@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import optuna
 
@@ -33,3 +34,21 @@ def study_plots(study: optuna.Study, objectives: list[str]) -> dict[str, str]:
         except (ValueError, RuntimeError) as e:  # e.g. importances need >= 2 completed trials
             log.warning("plot %s skipped: %s", name, e)
     return out
+
+
+def results_plot(rows: list[dict[str, Any]], metric: str) -> str:
+    """Grouped bars per method: ID test, OOD val, each OOD test set and their mean (for one metric)."""
+    import plotly.graph_objects as go
+
+    tests = sorted(
+        {k.split("/")[1] for r in rows for k in r if k.startswith("ood_test/") and k.endswith(f"/{metric}")}
+    )
+    cols = ["id_test", "ood_val", *[f"ood_test/{t}" for t in tests if t != "mean"], "ood_test/mean"]
+    fig = go.Figure(
+        [
+            go.Bar(name=c, x=[r["method"] for r in rows], y=[r.get(f"{c}/{metric}") for r in rows])
+            for c in cols
+        ]
+    )
+    fig.update_layout(barmode="group", title=f"test {metric} by method", yaxis_title=metric)
+    return fig.to_html(include_plotlyjs=True, full_html=True)

@@ -135,6 +135,15 @@ class SearchSpec(_Strict):
     lr: LRSpec = Field(default_factory=LRSpec)
     weight_decay: tuple[float, float] | float = (0.0, 1.0)
     seed: tuple[int, int] | int = (0, 10)
+    methods: list[str] = Field(
+        default_factory=list,
+        max_length=12,
+        description=(
+            "Fine-tuning methods the search may choose instead of plain AdamW (categorical 'method'), each "
+            "with its own hyperparameters searched (e.g. spd -> method/spd/strength; layerwise -> per-group "
+            "LR multipliers and distance penalties)."
+        ),
+    )
     warm_start_from: list[str] = Field(
         default_factory=list,
         max_length=20,
@@ -322,6 +331,15 @@ def validate_spec(spec: JobSpec) -> None:
 
     for i, term in enumerate(spec.search.loss_terms):
         LOSS_TERMS.get(term, field=f"search.loss_terms.{i}")
+    from workers.ft_methods import create_method
+
+    for i, name in enumerate(spec.search.methods):
+        m = create_method(name, {}, field=f"search.methods.{i}")
+        if m.requires_text_tower or name in ("wise_ft", "lp"):
+            raise InvalidSpec(
+                f"search.methods.{i}: {name!r} cannot be a searched training method",
+                field=f"search.methods.{i}",
+            )
     for term in spec.search.fixed_weights:
         LOSS_TERMS.get(term, field=f"search.fixed_weights.{term}")
     if not spec.search.loss_terms and not spec.search.fixed_weights:
@@ -329,8 +347,6 @@ def validate_spec(spec: JobSpec) -> None:
     METRICS.get(spec.objective.metric_name, field="objective.metric")
     task_cls = resolve_task(spec.task.name, field="task.name")
     task_cls.validate_params(spec.task.params, field="task.params")
-    from workers.ft_methods import create_method
-
     for i, b in enumerate(spec.final.baselines):
         method = create_method(b.name, b.params, field=f"final.baselines.{i}")
         if method.requires_text_tower and not task_cls.has_text_tower:

@@ -13,7 +13,14 @@ import torch
 from pydantic import BaseModel, ConfigDict
 
 from workers.model import Classifier
-from workers.trainable import TrialContext, device_for, prepared_task, run_objective, split_config
+from workers.trainable import (
+    TrialContext,
+    device_for,
+    method_config,
+    prepared_task,
+    run_objective,
+    split_config,
+)
 from workers.training import add_mean_ood, evaluate
 
 
@@ -54,9 +61,11 @@ def run_method(
         if objective is None:
             raise ValueError("autoft needs the searched objective")
         weights, lr, wd, seed = split_config(objective)
+        method, method_params = method_config(objective)
         model = run_objective(
             prepared, weights, lr, wd, seed,
             steps=ctx.steps, batch_size=ctx.batch_size, eval_every=0, metrics=ctx.metrics, device=device,
+            method=method, method_params=method_params,
         )  # fmt: skip
         metrics = add_mean_ood(
             evaluate(model, data.splits(), ctx.metrics, data.num_classes, device), ctx.metrics
@@ -112,11 +121,13 @@ def reevaluate(ctx: TrialContext, objective: dict[str, Any], seed: int, metric: 
     torch.set_num_threads(max(1, ctx.cpu_threads))
     prepared = prepared_task(ctx.task_name, ctx.task_params, ctx.cache_dir)
     weights, lr, wd, _ = split_config(objective)
+    method, method_params = method_config(objective)
     last: dict[str, float] = {}
     run_objective(
         prepared, weights, lr, wd, seed,
         steps=ctx.inner_steps, batch_size=ctx.batch_size, eval_every=0, metrics=ctx.metrics,
         device=device_for(ctx.use_gpu), on_eval=lambda step, m: last.update(m),
+        method=method, method_params=method_params,
     )  # fmt: skip
     return float(last[metric])
 

@@ -78,6 +78,28 @@ def split_config(config: Mapping[str, Any]) -> tuple[dict[str, float], float, fl
     return weights, float(flat["optim/lr"]), float(flat["optim/weight_decay"]), int(flat["train/seed"])
 
 
+def method_config(config: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """Flattened trial config → (searched training method or None for plain AdamW, its parameters).
+
+    ``method/name`` picks the method; ``method/<name>/<param>`` are its hyperparameters, where a dotted
+    param (``lr_multipliers.group0``) is nested back into a dict.
+    """
+    flat = _flatten(config)
+    name = flat.get("method/name")
+    if name is None or name == "adamw":
+        return None, {}
+    params: dict[str, Any] = {}
+    prefix = f"method/{name}/"
+    for k, v in flat.items():
+        if k.startswith(prefix):
+            head, _, sub = k[len(prefix) :].partition(".")
+            if sub:
+                params.setdefault(head, {})[sub] = v
+            else:
+                params[head] = v
+    return str(name), params
+
+
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():
@@ -115,8 +137,25 @@ def run_objective(
     on_eval: Callable[[int, dict[str, float]], None] | None = None,
     head: str = "lp",
     eval_splits: tuple[str, ...] = ("id_val", "ood_val"),
+    method: str | None = None,
+    method_params: Mapping[str, Any] | None = None,
 ) -> Classifier:
-    """Fine-tune a fresh pretrained model with one objective; return the trained model."""
+    """Fine-tune a fresh pretrained model with one objective; return the trained model.
+
+    With ``method`` (a registered fine-tuning method the search picked), that method's optimizer,
+    projections and extra terms run on top of the searched objective, from the same head."""
+    if method is not None:
+        from workers.ft_methods import create_method, train_with_method
+
+        params = dict(method_params or {})
+        m = create_method(method, params)
+        if "head_init" in type(m.params).model_fields:
+            m = create_method(method, {**params, "head_init": head})
+        return train_with_method(
+            m, prepared, steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
+            device=device, metrics=metrics, loss_weights=weights, eval_every=eval_every,
+            eval_splits=eval_splits, on_eval=on_eval,
+        ).model  # fmt: skip
     g = seed_everything(seed)
     model = build_model(prepared, head, seed, device)
     init = snapshot_params(model)
@@ -137,6 +176,7 @@ def autoft_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     torch.set_num_threads(max(1, ctx.cpu_threads))
     prepared = prepared_task(ctx.task_name, ctx.task_params, ctx.cache_dir)
     weights, lr, wd, seed = split_config(config)
+    method, method_params = method_config(config)
 
     def report(step: int, metrics: dict[str, float]) -> None:
         tune.report({**metrics, "step": step})
@@ -145,4 +185,5 @@ def autoft_trial(config: dict[str, Any], ctx: TrialContext) -> None:
         prepared, weights, lr, wd, seed,
         steps=ctx.inner_steps, batch_size=ctx.batch_size, eval_every=ctx.eval_every,
         metrics=ctx.metrics, device=device_for(ctx.use_gpu), on_eval=report,
+        method=method, method_params=method_params,
     )  # fmt: skip

@@ -44,7 +44,28 @@ class DefineByRun:
             fixed["train/seed"] = search.seed
         else:
             trial.suggest_int("train/seed", *search.seed)
+        if search.methods:
+            method = trial.suggest_categorical("method/name", [ADAMW, *search.methods])
+            for pname, r in method_space(method).items():
+                key = f"method/{method}/{pname}"
+                if r.integer:
+                    trial.suggest_int(key, int(r.low), int(r.high), log=r.log)
+                else:
+                    trial.suggest_float(key, r.low, r.high, log=r.log)
         return fixed
+
+
+#: The plain AutoFT training method (AdamW on the searched objective) when the search also picks methods.
+ADAMW = "adamw"
+
+
+def method_space(name: str) -> dict[str, Any]:
+    """A method's searchable hyperparameters (``SearchRange`` by name); plain AdamW has none."""
+    if name == ADAMW:
+        return {}
+    from workers.ft_methods import create_method
+
+    return create_method(name, {}).search_space()
 
 
 def define_by_run(search: SearchSpec) -> DefineByRun:

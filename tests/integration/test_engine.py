@@ -175,8 +175,12 @@ def test_multi_objective_with_id_drop_constraint(ray_runtime: None, settings: Se
         small_spec(
             name="pareto",
             objective={"metric": "ood_val/accuracy", "id_val_objective": True, "max_id_val_drop": 0.5},
-            budget={**small_spec()["budget"], "trials": 5},
-            final={"steps": 5, "baselines": ["ft"]},
+            search={"methods": ["spd"], "sampler": {"seed": 0, "n_startup_trials": 3}},
+            budget={**small_spec()["budget"], "trials": 6},
+            final={
+                "steps": 5,
+                "baselines": ["ft", "l2_sp", "spd", {"name": "wise_ft", "params": {"base": "ft"}}],
+            },
         )
     )
     rec = Recorder()
@@ -202,4 +206,11 @@ def test_multi_objective_with_id_drop_constraint(ray_runtime: None, settings: Se
     assert best.user_attrs["metrics"]["id_val/accuracy"] >= ref - 0.5
     client = MlflowClient(settings.tracking_uri)
     plots = {a.path for a in client.list_artifacts(result.handles.parent_run_id, "plots")}
-    assert "plots/pareto_front.html" in plots
+    assert {"plots/pareto_front.html", "plots/results.html"} <= plots
+    # several baselines on the same budget, one row each; the method was a searched dimension
+    assert [r["method"] for r in result.results] == ["autoft", "ft", "l2_sp", "spd", "wise_ft"]
+    assert 0.0 <= next(r for r in result.results if r["method"] == "wise_ft")["wise_ft/alpha"] <= 1.0
+    chosen = {t.params["method/name"] for t in study.trials}
+    assert chosen <= {"adamw", "spd"} and "method/name" in result.best_params
+    for t in study.trials:
+        assert ("method/spd/strength" in t.params) == (t.params["method/name"] == "spd")

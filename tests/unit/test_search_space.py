@@ -6,6 +6,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from autoft_service.errors import InvalidSpec
 from autoft_service.search.searcher import (
     INTERRUPTED_ATTR,
     AutoFTOptunaSearch,
@@ -127,3 +128,33 @@ def test_warm_start_copies_fitting_trials_once() -> None:
     assert warm_start(target, source, "job-a", dists) == 0  # idempotent on resume
     assert all(t.user_attrs[WARM_START_ATTR] == "job-a" for t in target.trials)
     assert finished_trials(target) == [] and own_completed(target) == []
+
+
+def test_methods_are_a_searched_dimension_with_their_own_hyperparameters() -> None:
+    from workers.trainable import method_config
+
+    spec = parse_spec(
+        small_spec(search={"methods": ["spd", "layerwise"], "sampler": {"type": "random", "seed": 3}})
+    )
+    study = optuna.create_study(sampler=make_sampler(spec.search.sampler))
+    space = define_by_run(spec.search)
+    seen = set()
+    for _ in range(30):
+        t = study.ask()
+        space(t)
+        name = t.params["method/name"]
+        seen.add(name)
+        own = {k for k in t.params if k.startswith("method/") and k != "method/name"}
+        if name == "spd":
+            assert own == {"method/spd/strength"} and 0.01 <= t.params["method/spd/strength"] <= 10
+        elif name == "layerwise":
+            assert "method/layerwise/lr_multipliers.group0" in own
+            method, params = method_config(t.params)
+            assert method == "layerwise" and set(params["lr_multipliers"]) >= {"group0"}
+        else:
+            assert name == "adamw" and not own and method_config(t.params) == (None, {})
+        study.tell(t, 0.0)
+    assert seen == {"adamw", "spd", "layerwise"}
+    with pytest.raises(InvalidSpec) as e:
+        parse_spec(small_spec(search={"methods": ["flyp"]}))
+    assert e.value.field == "search.methods.0"
