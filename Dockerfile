@@ -1,0 +1,56 @@
+# One image for every role of autoft-service (see docker-compose.yml):
+#   autoft serve --no-runner --host 0.0.0.0 --port 8000     the REST API (migrates the job store on start)
+#   autoft runner                                          claims queued jobs and runs them on Ray
+#   ray start --head ... / ray start --address=... --block  the Ray head and worker nodes
+#   mlflow server ...                                      the MLflow tracking server and UI
+#
+# Build args:
+#   TORCH_SPEC           the PyTorch requirement, installed first (default torch==2.13.0: on Linux x86_64
+#                        that is the CUDA build from PyPI; pick a CPU build with PIP_EXTRA_INDEX_URL)
+#   PIP_EXTRA_INDEX_URL  an extra wheel index (e.g. a CPU or a specific CUDA PyTorch index); pip reads it
+#                        from the environment of every RUN below. Build args show in `docker history`:
+#                        do not put credentials in it.
+FROM python:3.11-slim
+
+ARG TORCH_SPEC=torch==2.13.0
+ARG PIP_EXTRA_INDEX_URL=
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH
+
+RUN python -m venv /opt/venv && pip install --upgrade pip
+
+# 1. torch first and pinned, so resolving the project's "torch>=..." never pulls another build.
+RUN pip install "$TORCH_SPEC"
+
+# 2. The project's dependencies, from pyproject.toml alone: this layer survives source edits.
+#    ray[default] (same version as the ray the project pins) adds the dashboard agent that serves the node
+#    metrics Prometheus scrapes (--metrics-export-port).
+WORKDIR /src
+COPY pyproject.toml README.md ./
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+        > /tmp/requirements.txt \
+    && pip install -r /tmp/requirements.txt \
+    && pip install "ray[default]==$(python -c 'from importlib.metadata import version; print(version("ray"))')" \
+    && rm /tmp/requirements.txt
+
+# 3. The project itself (its dependencies are already there).
+COPY autoft_service ./autoft_service
+COPY workers ./workers
+RUN pip install --no-deps . && rm -rf /src/build
+
+# Non-root; /data (the autoft data dir) and /mlartifacts (MLflow artifacts) are owned by that user, so the
+# named volumes mounted there start with the right owner.
+RUN useradd --create-home --uid 10001 --user-group autoft \
+    && mkdir -p /data /mlartifacts \
+    && chown autoft:autoft /data /mlartifacts
+USER autoft
+WORKDIR /home/autoft
+ENV AUTOFT_DATA_DIR=/data
+
+EXPOSE 8000
+CMD ["autoft", "serve", "--no-runner", "--host", "0.0.0.0", "--port", "8000"]
