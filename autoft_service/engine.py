@@ -77,6 +77,9 @@ class JobListener:
     def trial_started(self, ev: TrialEvent) -> None: ...
     def trial_reported(self, ev: TrialEvent, metrics: dict[str, float]) -> None: ...
     def trial_finished(self, ev: TrialEvent) -> None: ...
+    def reconcile(self, finished: list[TrialEvent]) -> None:
+        """On (re)start: every trial the study already finished, so a record that missed the trial's end
+        (a crash between the study's update and the listener's) can be corrected."""
 
     def should_cancel(self) -> bool:
         return False
@@ -230,6 +233,23 @@ def _pareto(spec: JobSpec, trials: list[optuna.trial.FrozenTrial]) -> list[dict[
     ]
 
 
+_STATE_NAMES = {"COMPLETE": "completed", "PRUNED": "pruned", "FAIL": "failed"}
+
+
+def _finished_events(spec: JobSpec, trials: list[optuna.trial.FrozenTrial]) -> list[TrialEvent]:
+    return [
+        TrialEvent(
+            number=t.number,
+            tune_trial_id=str(t.user_attrs.get("tune_trial_id", "")),
+            state=_STATE_NAMES[t.state.name],
+            params=full_params(spec.search, t.params),
+            value=t.values[0] if t.values else None,
+            last_step=max(t.intermediate_values, default=0),
+        )
+        for t in trials
+    ]
+
+
 def _scalar_info(info: dict[str, Any]) -> dict[str, float]:
     """Numeric facts a method chose (e.g. ``wise_ft/alpha``) go into its results row."""
     return {k: float(v) for k, v in info.items() if "/" in k and isinstance(v, (int, float))}
@@ -366,6 +386,7 @@ class Engine:
         assert handles.parent_run_id and handles.experiment_id and handles.study_name
         study = self.study(spec, handles.study_name)
         interrupted = fail_stale_trials(study)
+        listener.reconcile(_finished_events(spec, finished_trials(study)))
         self._warm_start(spec, study)
         constraint = self._constraint(spec, study, listener)
         budget = spec.budget.trials + extra_trials

@@ -79,6 +79,30 @@ class StoreListener(JobListener):
             best, params = self.best, self.best_params
         self.store.record_trial_finished(self.job_id, best_value=best, best_params=params)
 
+    def reconcile(self, finished: list[TrialEvent]) -> None:
+        records: dict[int, Any] = {}
+        offset = 0
+        while True:
+            page, total = self.store.list_trials(None, self.job_id, limit=500, offset=offset)
+            records.update({r.number: r for r in page})
+            offset += len(page)
+            if not page or offset >= total:
+                break
+        fixed = 0
+        for ev in finished:
+            rec = records.get(ev.number)  # type: ignore[arg-type]
+            if rec is None or rec.state != ev.state:
+                self.store.upsert_trial(
+                    self.job_id, ev.number, state=ev.state, value=ev.value, params=ev.params,  # type: ignore[arg-type]
+                    tune_trial_id=ev.tune_trial_id or None,
+                )  # fmt: skip
+                fixed += 1
+        if fixed:
+            self.store.record_trial_finished(self.job_id, best_value=None, best_params=None)
+            self.store.add_event(
+                self.job_id, "trials_reconciled", f"{fixed} trial record(s) corrected from the study"
+            )
+
     def should_cancel(self) -> bool:
         return self.cancel_requested or self.lost_lease
 

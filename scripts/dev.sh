@@ -42,6 +42,11 @@ case "$cmd" in
     demo) setup; exec autoft demo "$@" ;;
     test)
         setup
+        # the report's browser test renders it in headless Chromium (Debian's package)
+        if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+            echo "installing chromium for the report browser test" >&2
+            apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+        fi
         ruff check autoft_service workers tests benchmarks
         exec python -m pytest -q "$@"
         ;;

@@ -11,7 +11,7 @@ from autoft_service.api.errors_http import install_error_handlers
 from autoft_service.api.limits import BodySizeLimit
 from autoft_service.api.metrics import AppMetrics, RequestMetrics
 from autoft_service.api.openapi import install_openapi
-from autoft_service.api.routes import catalog, health, jobs, trials
+from autoft_service.api.routes import catalog, health, jobs, report, trials
 from autoft_service.settings import Settings, get_settings
 from autoft_service.store import JobStore
 
@@ -52,7 +52,7 @@ def create_app(
     app.dependency_overrides[get_settings] = lambda: settings
 
     install_error_handlers(app)
-    for router in (jobs.router, trials.router, catalog.router, health.router):
+    for router in (jobs.router, report.router, trials.router, catalog.router, health.router):
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(health.router, include_in_schema=False)  # probes and scrapers also find them at /
 

@@ -1,0 +1,303 @@
+"""The per-job HTML report: header, results table, charts, escaping, and ``GET /v1/jobs/{id}/report``."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from plotly.offline import get_plotlyjs
+
+from autoft_service.api import create_app
+from autoft_service.api.routes import report as report_route
+from autoft_service.report import (
+    NO_RESULTS,
+    history_figure,
+    id_ood_figure,
+    param_importances,
+    render_report,
+)
+from autoft_service.settings import Settings
+from autoft_service.store import JobRecord, JobStore, TrialRecord
+from tests.unit.store.helpers import migrated_sqlite_template, spec, sqlite_copy
+
+T0 = datetime(2030, 1, 1, tzinfo=UTC)
+CHART_IDS = ("history", "importance", "id-vs-ood")
+SPEC = {"name": "digits-autoft", "objective": {"metric": "ood_val/accuracy", "mode": "max"}}
+
+#: The final stage's results table (fractions); the expected cells in % are in ``EXPECTED_TABLE``.
+RESULTS_ROWS: list[dict[str, Any]] = [
+    {"method": "autoft", "id_test/accuracy": 0.926, "ood_val/accuracy": 0.92, "ood_test/blur/accuracy": 0.892,
+     "ood_test/invert/accuracy": 0.625, "ood_test/mean/accuracy": 0.7585, "id_test/macro_f1": 0.5},
+    {"method": "ft", "id_test/accuracy": 0.97, "ood_val/accuracy": 0.58, "ood_test/blur/accuracy": 0.874,
+     "ood_test/invert/accuracy": 0.146, "ood_test/mean/accuracy": 0.51},
+    {"method": "lp", "id_test/accuracy": 1.0, "ood_val/accuracy": 0.0504, "ood_test/blur/accuracy": 0.85,
+     "ood_test/mean/accuracy": 0.85},  # no "invert" score: shown as a dash
+]  # fmt: skip
+EXPECTED_TABLE = [
+    ["method", "ID test", "OOD val", "blur", "invert", "OOD mean"],
+    ["autoft", "92.6", "92.0", "89.2", "62.5", "75.8"],
+    ["ft", "97.0", "58.0", "87.4", "14.6", "51.0"],
+    ["lp", "100.0", "5.0", "85.0", "–", "85.0"],
+]
+RESULTS = {"results": RESULTS_ROWS, "best_trial": 3, "best_value": 0.93, "best_params": {}, "pareto": []}
+
+#: (number, state, value, params): four completed trials, two pruned, one still running.
+TRIALS = [
+    (0, "completed", 0.60, {"loss/ce/weight": 1.0, "loss/hinge/weight": 0.01, "optim/lr": 1e-3, "train/seed": 1}),
+    (1, "completed", 0.70, {"loss/ce/weight": 1.0, "loss/hinge/weight": 2.0, "optim/lr": 3e-2, "train/seed": 4}),
+    (2, "pruned", 0.40, {"loss/ce/weight": 1.0, "loss/hinge/weight": 0.2, "optim/lr": 1e-4, "train/seed": 7}),
+    (3, "completed", 0.93, {"loss/ce/weight": 1.0, "loss/hinge/weight": 5.0, "optim/lr": 1e-2, "train/seed": 2}),
+    (4, "pruned", 0.35, {"loss/ce/weight": 1.0, "loss/hinge/weight": 0.001, "optim/lr": 3e-4, "train/seed": 9}),
+    (5, "completed", 0.80, {"loss/ce/weight": 1.0, "loss/hinge/weight": 0.5, "optim/lr": 5e-3, "train/seed": 0}),
+    (6, "running", None, {"loss/ce/weight": 1.0, "loss/hinge/weight": 1.0, "optim/lr": 1e-3, "train/seed": 3}),
+]  # fmt: skip
+
+
+# Records --------------------------------------------------------------------------------------------------------
+def job_record(**overrides: Any) -> JobRecord:
+    """A job record as the store hands it out: a succeeded job with results, unless overridden."""
+    fields: dict[str, Any] = {
+        "id": "job123", "tenant": "acme", "name": "digits-autoft", "spec": SPEC, "state": "succeeded",
+        "created_at": T0, "updated_at": T0, "started_at": T0, "finished_at": T0, "idempotency_key": None,
+        "owner": None, "lease_expires_at": None, "attempts": 1, "cancel_requested": False,
+        "trials_total": 7, "trials_done": 6, "best_value": 0.93, "best_params": {}, "results": RESULTS,
+        "error": None, "mlflow_experiment_id": None, "mlflow_parent_run_id": None, "optuna_study_name": None,
+        "extra_trials": 0, "retry_requests": [],
+    }  # fmt: skip
+    return JobRecord(**{**fields, **overrides})
+
+
+def trial_records(job_id: str = "job123") -> list[TrialRecord]:
+    return [
+        TrialRecord(
+            job_id=job_id,
+            number=n,
+            tune_trial_id=None,
+            state=state,
+            params=params,
+            value=value,
+            last_step=120,
+            started_at=T0,
+            finished_at=T0,
+            mlflow_run_id=None,
+            error=None,
+        )  # fmt: skip
+        for n, state, value, params in TRIALS
+    ]
+
+
+def queued_job() -> JobRecord:
+    return job_record(state="queued", trials_done=0, best_value=None, results=None, started_at=None)
+
+
+# Parsing the page -------------------------------------------------------------------------------------------
+class _Tables(HTMLParser):
+    """The text of each cell of the page's results table, row by row."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[list[str]] = []
+        self.cell: list[str] | None = None
+        self.in_table = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "table" and ("class", "results") in attrs:
+            self.in_table = True
+        elif self.in_table and tag == "tr":
+            self.rows.append([])
+        elif self.in_table and tag in ("td", "th"):
+            self.cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "table":
+            self.in_table = False
+        elif self.cell is not None and tag in ("td", "th"):
+            self.rows[-1].append("".join(self.cell).strip())
+            self.cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self.cell is not None:
+            self.cell.append(data)
+
+
+def table_cells(html: str) -> list[list[str]]:
+    parser = _Tables()
+    parser.feed(html)
+    return parser.rows
+
+
+def chart_div(html: str, chart_id: str) -> str:
+    """The markup of one chart's section, from its ``<div class="chart">`` to the end of the section."""
+    start = html.index(f'<div class="chart" id="{chart_id}">')
+    return html[start : html.index("</section>", start)]
+
+
+# The page ---------------------------------------------------------------------------------------------------
+def test_results_table_has_every_method_in_percent() -> None:
+    html = render_report(job_record(), trial_records())
+    assert table_cells(html) == EXPECTED_TABLE
+
+
+def test_header_names_the_job_objective_and_best_trial() -> None:
+    html = render_report(job_record(), trial_records())
+    for text in ("digits-autoft", "job123", "succeeded", "max ood_val/accuracy", "0.9300", "#3"):
+        assert text in html, text
+
+
+def test_every_chart_is_drawn_with_the_data_embedded() -> None:
+    html = render_report(job_record(), trial_records())
+    assert html.count('class="chart"') == 3
+    for chart_id in CHART_IDS:
+        assert f'id="{chart_id}-plot"' in chart_div(html, chart_id)
+        assert "Plotly.newPlot" in chart_div(html, chart_id)
+    assert get_plotlyjs() in html and not re.search(r"<script[^>]*\ssrc=", html)  # works offline
+
+
+def test_user_strings_are_escaped() -> None:
+    evil = "<script>alert(1)</script>"
+    rows = [{**RESULTS_ROWS[0], "method": '<img src=x onerror="alert(2)">'}]
+    job = job_record(name=evil, error="<b>boom</b>", results={**RESULTS, "results": rows})
+    html = render_report(job, trial_records())
+    assert evil not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "<img src=x" not in html and "&lt;img src=x onerror=&quot;alert(2)&quot;&gt;" in html
+    assert "<b>boom</b>" not in html
+    assert table_cells(html)[1][0] == '<img src=x onerror="alert(2)">'  # shown as text
+
+
+def test_queued_job_without_trials_or_results() -> None:
+    html = render_report(queued_job(), [])
+    assert NO_RESULTS in html and "<table" not in html
+    for chart_id in CHART_IDS:
+        assert '<p class="note">' in chart_div(html, chart_id), chart_id
+    assert "Plotly.newPlot" not in html
+    assert "no finished trials yet" in chart_div(html, "history")
+    assert "at least 2 completed trials (0 so far)" in chart_div(html, "importance")
+
+
+def test_running_job_shows_best_trial_so_far() -> None:
+    job = job_record(state="running", results=None, best_value=0.93)
+    html = render_report(job, trial_records())
+    assert NO_RESULTS in html and "#3" in html and "0.9300" in html
+    assert "Plotly.newPlot" in chart_div(html, "history")
+    assert "Plotly.newPlot" not in chart_div(html, "id-vs-ood")
+
+
+def test_importances_skipped_with_one_completed_trial() -> None:
+    trials = [t for t in trial_records() if t.number in (0, 2)]
+    html = render_report(job_record(results=None), trials)
+    assert "at least 2 completed trials (1 so far)" in chart_div(html, "importance")
+    assert "Plotly.newPlot" in chart_div(html, "history")  # one completed and one pruned trial
+
+
+# The charts' data -----------------------------------------------------------------------------------------------
+def test_history_has_running_best_and_pruned_trials_apart() -> None:
+    completed, best, pruned = history_figure(trial_records(), "ood_val/accuracy", "max").data
+    assert list(completed.x) == [0, 1, 3, 5] and list(completed.y) == [0.6, 0.7, 0.93, 0.8]
+    assert list(best.y) == [0.6, 0.7, 0.93, 0.93]
+    assert list(pruned.x) == [2, 4] and pruned.marker.symbol == "x"
+    _, best_min, _ = history_figure(trial_records(), "ood_val/accuracy", "min").data
+    assert list(best_min.y) == [0.6, 0.6, 0.6, 0.6]
+
+
+def test_importances_cover_the_varying_parameters() -> None:
+    importances = param_importances(trial_records(), "max")
+    assert set(importances) == {"loss/hinge/weight", "optim/lr", "train/seed"}  # loss/ce/weight is fixed
+    assert sum(importances.values()) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="at least 2 completed"):
+        param_importances(trial_records()[:1], "max")
+
+
+def test_importances_with_a_categorical_parameter() -> None:
+    trials = [
+        dataclasses.replace(t, params={**t.params, "method/name": "spd" if t.number % 2 else "adamw"})
+        for t in trial_records()
+    ]
+    assert "method/name" in param_importances(trials, "max")
+
+
+def test_id_vs_ood_has_one_labelled_point_per_method_and_the_pareto_trials() -> None:
+    pareto = [{"trial": 3, "values": {"ood_val/accuracy": 0.93, "id_val/accuracy": 0.9}}]
+    methods, front = id_ood_figure(RESULTS_ROWS, pareto, "accuracy").data
+    assert list(methods.text) == ["autoft", "ft", "lp"]
+    assert list(methods.x) == pytest.approx([92.6, 97.0, 100.0])
+    assert list(methods.y) == pytest.approx([75.85, 51.0, 85.0])
+    assert list(front.text) == ["trial #3"] and list(front.x) == pytest.approx([90.0])
+
+
+# The route --------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return migrated_sqlite_template(tmp_path_factory.mktemp("report-template"))
+
+
+@pytest.fixture
+def store(sqlite_template: Path, tmp_path: Path) -> Iterator[JobStore]:
+    s = JobStore(sqlite_copy(sqlite_template, tmp_path))
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def client(store: JobStore, tmp_path: Path) -> Iterator[TestClient]:
+    with TestClient(create_app(settings=Settings(environment="test", data_dir=tmp_path), store=store)) as c:
+        yield c
+
+
+@pytest.fixture
+def finished_job(store: JobStore) -> str:
+    """A succeeded job of tenant ``acme`` with the trials and results above; its id."""
+    job, _ = store.create_job("acme", spec("digits-autoft"), None)
+    store.mark_running(job.id)
+    for t in trial_records(job.id):
+        store.upsert_trial(job.id, t.number, state="running", params=t.params)
+        store.upsert_trial(job.id, t.number, state=t.state if t.state != "running" else None, value=t.value)
+    store.mark_succeeded(job.id, RESULTS)
+    return job.id
+
+
+def headers(store: JobStore, tenant: str) -> dict[str, str]:
+    key, _ = store.create_api_key(tenant, "tests")
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_report_route_returns_the_page_to_the_owner(
+    client: TestClient, store: JobStore, finished_job: str
+) -> None:
+    r = client.get(f"/v1/jobs/{finished_job}/report", headers=headers(store, "acme"))
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert table_cells(r.text) == EXPECTED_TABLE
+    history = chart_div(r.text, "history")
+    assert '"x":[0,1,3,5]' in history.replace(" ", "") and '"x":[2,4]' in history.replace(" ", "")
+
+
+def test_report_route_is_tenant_scoped_and_needs_a_key(
+    client: TestClient, store: JobStore, finished_job: str
+) -> None:
+    other = client.get(f"/v1/jobs/{finished_job}/report", headers=headers(store, "globex"))
+    assert other.status_code == 404 and other.json()["error"]["code"] == "job_not_found"
+    anonymous = client.get(f"/v1/jobs/{finished_job}/report")
+    assert anonymous.status_code == 401 and anonymous.json()["error"]["code"] == "unauthorized"
+    missing = client.get("/v1/jobs/nope/report", headers=headers(store, "acme"))
+    assert missing.status_code == 404
+
+
+def test_report_route_reads_every_page_of_trials(
+    client: TestClient, store: JobStore, finished_job: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(report_route, "PAGE_SIZE", 2)
+    trials = report_route.all_trials(store, "acme", finished_job)
+    assert [t.number for t in trials] == [0, 1, 2, 3, 4, 5, 6]
+
+
+def test_report_route_is_documented_as_html(client: TestClient) -> None:
+    op = client.get("/openapi.json").json()["paths"]["/v1/jobs/{job_id}/report"]["get"]
+    assert op["summary"] and op["description"].startswith("A job's report")
+    assert "text/html" in op["responses"]["200"]["content"]
+    assert "404" in op["responses"] and "401" in op["responses"]
