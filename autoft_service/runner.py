@@ -196,10 +196,29 @@ class Runner:
                 self.store.mark_failed(job_id, f"{type(e).__name__}: {e}", runner_id=self.runner_id)
         else:
             self.store.mark_succeeded(job_id, result.to_dict(), runner_id=self.runner_id)
+            self._log_report(job_id, result.handles.parent_run_id)
         finally:
             beat_stop.set()
             beat.join(5)
             self.store.release(job_id, self.runner_id)
+
+    def _log_report(self, job_id: str, parent_run_id: str | None) -> None:
+        """Attach the per-job HTML report (also served at GET /v1/jobs/{id}/report) to the job's MLflow run."""
+        from autoft_service.report import render_report
+
+        try:
+            job = self.store.get_job(None, job_id)
+            trials, offset = [], 0
+            while True:
+                page, total = self.store.list_trials(None, job_id, limit=500, offset=offset)
+                trials += page
+                offset += len(page)
+                if not page or offset >= total:
+                    break
+            if parent_run_id:
+                self.engine.tracker.client.log_text(parent_run_id, render_report(job, trials), "report.html")
+        except Exception as e:  # a missing report must not fail a finished job
+            log.warning("job %s: report not logged: %s", job_id, e)
 
     def _heartbeat(self, job_id: str, listener: StoreListener, stop: threading.Event) -> None:
         while not stop.wait(self.settings.runner_heartbeat_seconds):

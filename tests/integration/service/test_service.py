@@ -55,8 +55,20 @@ def test_submit_runs_to_success_with_results(stack: Stack) -> None:
         assert {t["state"] for t in all_trials} <= {"completed", "pruned"}
 
     tracking = Settings(data_dir=stack.data_dir).tracking_uri
-    runs = MlflowClient(tracking).search_runs([job["mlflow_experiment_id"]], max_results=100)
+    client = MlflowClient(tracking)
+    runs = client.search_runs([job["mlflow_experiment_id"]], max_results=100)
     assert len(runs) == 5 and all(r.info.status == "FINISHED" for r in runs)
+    import time
+
+    deadline = time.time() + 30  # the report is attached right after the job is marked succeeded
+    while "report.html" not in {a.path for a in client.list_artifacts(job["mlflow_parent_run_id"])}:
+        assert time.time() < deadline, "report.html was not logged to the job's MLflow run"
+        time.sleep(0.5)
+    with api(stack, stack.keys["acme"]) as c:  # type: ignore[attr-defined]
+        r = c.get(f"/jobs/{job_id}/report")
+        assert (
+            r.status_code == 200 and "ok-job" in r.text and r.headers["content-type"].startswith("text/html")
+        )
 
 
 def test_idempotent_resubmit(stack: Stack) -> None:
