@@ -80,14 +80,7 @@ class StoreListener(JobListener):
         self.store.record_trial_finished(self.job_id, best_value=best, best_params=params)
 
     def reconcile(self, finished: list[TrialEvent]) -> None:
-        records: dict[int, Any] = {}
-        offset = 0
-        while True:
-            page, total = self.store.list_trials(None, self.job_id, limit=500, offset=offset)
-            records.update({r.number: r for r in page})
-            offset += len(page)
-            if not page or offset >= total:
-                break
+        records = {r.number: r for r in self.store.all_trials(None, self.job_id)}
         fixed = 0
         for ev in finished:
             rec = records.get(ev.number)  # type: ignore[arg-type]
@@ -208,15 +201,9 @@ class Runner:
 
         try:
             job = self.store.get_job(None, job_id)
-            trials, offset = [], 0
-            while True:
-                page, total = self.store.list_trials(None, job_id, limit=500, offset=offset)
-                trials += page
-                offset += len(page)
-                if not page or offset >= total:
-                    break
             if parent_run_id:
-                self.engine.tracker.client.log_text(parent_run_id, render_report(job, trials), "report.html")
+                html = render_report(job, self.store.all_trials(None, job_id))
+                self.engine.tracker.client.log_text(parent_run_id, html, "report.html")
         except Exception as e:  # a missing report must not fail a finished job
             log.warning("job %s: report not logged: %s", job_id, e)
 

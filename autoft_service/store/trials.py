@@ -114,6 +114,15 @@ class TrialOps(JobOps):
                 self._event(s, job_id, "trials_interrupted", f"{n} trial(s) interrupted", {"count": n})
             return n
 
+    def all_trials(self, tenant: str | None, job_id: str, page_size: int = 500) -> list[TrialRecord]:
+        """Every trial of a job by number, read page by page."""
+        trials: list[TrialRecord] = []
+        while True:
+            page, total = self.list_trials(tenant, job_id, limit=page_size, offset=len(trials))
+            trials.extend(page)
+            if not page or len(trials) >= total:
+                return trials
+
     def get_trial(self, tenant: str | None, job_id: str, number: int) -> TrialRecord:
         with self.db.session() as s:
             return TrialRecord.of(self._trial(s, tenant, job_id, number))

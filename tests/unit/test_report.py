@@ -15,7 +15,6 @@ from fastapi.testclient import TestClient
 from plotly.offline import get_plotlyjs
 
 from autoft_service.api import create_app
-from autoft_service.api.routes import report as report_route
 from autoft_service.report import (
     NO_RESULTS,
     history_figure,
@@ -288,11 +287,8 @@ def test_report_route_is_tenant_scoped_and_needs_a_key(
     assert missing.status_code == 404
 
 
-def test_report_route_reads_every_page_of_trials(
-    client: TestClient, store: JobStore, finished_job: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(report_route, "PAGE_SIZE", 2)
-    trials = report_route.all_trials(store, "acme", finished_job)
+def test_all_trials_reads_every_page(store: JobStore, finished_job: str) -> None:
+    trials = store.all_trials("acme", finished_job, page_size=2)
     assert [t.number for t in trials] == [0, 1, 2, 3, 4, 5, 6]
 
 
