@@ -644,7 +644,10 @@ class Engine:
                 for r in pending:
                     ray.cancel(r, force=True)
                 raise JobCancelled("job cancelled during the final stage")
-        return ray.get(refs)
+        outcomes = []
+        for o in ray.get(refs):
+            outcomes += [o, *o.pop("extra", [])]
+        return outcomes
 
     def _final_context(self, spec: JobSpec) -> FinalContext:
         tc = self._trial_context(spec)
@@ -659,6 +662,8 @@ class Engine:
             baseline_weight_decay=spec.final.baseline_weight_decay,
             use_gpu=tc.use_gpu,
             cpu_threads=tc.cpu_threads,
+            wise_ft_alphas=tuple(spec.final.wise_ft_alphas),
+            select_metric=spec.objective.metric,
         )
 
     def _record(

@@ -257,6 +257,12 @@ class FinalSpec(_Strict):
         description="Methods to compare on the same budget: names, or {name, params, label}.",
     )
     baseline_weight_decay: float = Field(default=0.1, ge=0, description="AdamW decay of ft / lp_ft.")
+    wise_ft_alphas: list[Annotated[float, Field(ge=0, le=1)]] = Field(
+        default_factory=list,
+        max_length=101,
+        description="WiSE-FT on the AutoFT model: sweep θ(α) = (1−α)θ0 + αθ, pick α on OOD val "
+        "(adds the row 'autoft_wise_ft'); empty: off.",
+    )
     register_model: bool = True
 
     @field_validator("baselines", mode="before")

@@ -38,6 +38,8 @@ class FinalContext(BaseModel):
     seed: int = 0
     use_gpu: bool = False
     cpu_threads: int = 1
+    wise_ft_alphas: tuple[float, ...] = ()
+    select_metric: str = "ood_val/accuracy"
 
 
 def run_method(
@@ -57,6 +59,7 @@ def run_method(
     data = prepared.data
     device = device_for(ctx.use_gpu)
     info: dict[str, Any] = {}
+    extra: list[dict[str, Any]] = []
     if row == "autoft":
         if objective is None:
             raise ValueError("autoft needs the searched objective")
@@ -70,6 +73,8 @@ def run_method(
         metrics = add_mean_ood(
             evaluate(model, data.splits(), ctx.metrics, data.num_classes, device), ctx.metrics
         )
+        if ctx.wise_ft_alphas:
+            extra.append(_wise_ft_row(prepared, model, ctx, device))
     else:
         from workers.ft_methods import create_method, train_with_method
 
@@ -85,7 +90,29 @@ def run_method(
         info = _json_safe(result.info)
     metrics = {k: v for k, v in metrics.items() if not k.startswith("train/")}
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    return {"method": row, "metrics": metrics, "info": info, "state_dict": state}
+    return {"method": row, "metrics": metrics, "info": info, "state_dict": state, "extra": extra}
+
+
+def _wise_ft_row(prepared: Any, model: Classifier, ctx: FinalContext, device: torch.device) -> dict[str, Any]:
+    """WiSE-FT on the AutoFT model: interpolate from its starting point (pretrained backbone + LP head),
+    choose α on OOD val, evaluate the chosen model on every split."""
+    from workers.ft_methods import wise_ft_sweep
+    from workers.trainable import build_model
+
+    data = prepared.data
+    theta0 = build_model(prepared, "lp", 0, device).state_dict()
+    split, _, name = ctx.select_metric.partition("/")
+
+    def score(m: torch.nn.Module) -> dict[str, float]:
+        return evaluate(m, {split: data.splits()[split]}, (name,), data.num_classes, device)
+
+    sweep = wise_ft_sweep(model, theta0, model.state_dict(), ctx.wise_ft_alphas, score, ctx.select_metric)
+    wise = build_model(prepared, "lp", 0, device)
+    wise.load_state_dict(sweep.state)
+    metrics = add_mean_ood(evaluate(wise, data.splits(), ctx.metrics, data.num_classes, device), ctx.metrics)
+    info = {"wise_ft/alpha": sweep.alpha, "wise_ft/curve": sweep.curve}
+    state = {k: v.detach().cpu() for k, v in wise.state_dict().items()}
+    return {"method": "autoft_wise_ft", "metrics": metrics, "info": info, "state_dict": state, "extra": []}
 
 
 def _json_safe(obj: Any) -> Any:

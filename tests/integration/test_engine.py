@@ -58,7 +58,7 @@ def _runs(settings: Settings, experiment_id: str) -> list:
 
 
 def test_search_end_to_end(ray_runtime: None, settings: Settings) -> None:
-    spec = parse_spec(small_spec())
+    spec = parse_spec(small_spec(final={**small_spec()["final"], "wise_ft_alphas": [0.0, 0.5, 1.0]}))
     rec = Recorder()
     result = Engine(settings).run(spec, job_id="job-e2e", listener=rec)
 
@@ -94,7 +94,11 @@ def test_search_end_to_end(ray_runtime: None, settings: Settings) -> None:
     assert result.model_version == "1"
     versions = client.search_model_versions("name='autoft-test-job'")
     assert len(versions) == 1 and versions[0].run_id == parent[0].info.run_id
-    assert [r["method"] for r in result.results] == ["autoft", "ft", "lp", "lp_ft"]
+    assert [r["method"] for r in result.results] == ["autoft", "autoft_wise_ft", "ft", "lp", "lp_ft"]
+    wise = result.results[1]
+    assert wise["wise_ft/alpha"] in (0.0, 0.5, 1.0)
+    if wise["wise_ft/alpha"] == 1.0:  # α = 1 is the AutoFT model itself
+        assert wise["id_test/accuracy"] == pytest.approx(result.results[0]["id_test/accuracy"])
     row = result.results[0]
     for key in ("id_test/accuracy", "ood_val/accuracy", "ood_test/blur/accuracy", "ood_test/mean/accuracy"):
         assert 0.0 <= row[key] <= 1.0
