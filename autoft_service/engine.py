@@ -119,6 +119,7 @@ def ensure_ray(settings: Settings) -> None:
         else:
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private runtime on 127.0.0.1 only
             ray.init(
+                address="local",  # always a private runtime, never a cluster that happens to run here
                 num_cpus=settings.ray_num_cpus,
                 include_dashboard=False,
                 logging_level=logging.WARNING,
