@@ -70,7 +70,7 @@ class Stack:
         return self.cli("keys", "create", "--tenant", tenant, "--name", f"test-{tenant}").splitlines()[-1]
 
     def start(self, *extra: str, timeout: float = 90) -> subprocess.Popen:
-        self.port = free_port()
+        self.port = self.port or free_port()  # a restarted server keeps its address
         log = open(self.log_dir / f"server-{len(self.procs)}.log", "w")  # noqa: SIM115 - closed by the OS
         proc = subprocess.Popen(
             [sys.executable, "-m", "autoft_service.cli", "serve", "--port", str(self.port), *extra],
