@@ -13,22 +13,54 @@ import threading
 import time
 import traceback
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from autoft_service.engine import Engine, JobHandles, JobListener, TrialEvent, ensure_ray
-from autoft_service.errors import AutoFTError, JobCancelled
+from autoft_service.errors import AutoFTError, BackendUnavailable, JobCancelled
 from autoft_service.settings import Settings
 from autoft_service.spec import parse_spec
 from autoft_service.store import JobStore
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def with_retry(fn: Callable[..., T], *args: Any, patience_s: float = 120.0, **kwargs: Any) -> T:
+    """Call a job-store write, retrying while the database is unavailable (e.g. restarting) for up to
+    ``patience_s`` seconds, so a short database outage neither fails the search nor loses its records."""
+    deadline = time.monotonic() + patience_s
+    delay = 0.2
+    while True:
+        try:
+            return fn(*args, **kwargs)
+        except BackendUnavailable as e:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("job store unavailable, retrying in %.1fs: %s", delay, e)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+class _RetryingStore:
+    """The job store as the listener sees it: every call goes through :func:`with_retry`."""
+
+    def __init__(self, store: JobStore) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._store, name)
+        return (lambda *a, **k: with_retry(attr, *a, **k)) if callable(attr) else attr
 
 
 class StoreListener(JobListener):
-    """Mirrors the engine's progress into the job store (trials table, progress, events)."""
+    """Mirrors the engine's progress into the job store (trials table, progress, events).
+
+    Writes run inside the driver's Tune callbacks: they retry through database outages instead of raising
+    into the search."""
 
     def __init__(self, store: JobStore, job_id: str, mode: str) -> None:
-        self.store = store
+        self.store: Any = _RetryingStore(store)
         self.job_id = job_id
         self.mode = mode
         self.cancel_requested = False
@@ -182,18 +214,20 @@ class Runner:
             if listener.lost_lease:
                 log.warning("job %s: lease lost to another runner; stopped here", job_id)
             else:
-                self.store.mark_cancelled(job_id, runner_id=self.runner_id)
+                with_retry(self.store.mark_cancelled, job_id, runner_id=self.runner_id)
         except Exception as e:  # the job fails, the runner lives on
             log.error("job %s failed: %s", job_id, traceback.format_exc())
             if not listener.lost_lease:
-                self.store.mark_failed(job_id, f"{type(e).__name__}: {e}", runner_id=self.runner_id)
+                with_retry(
+                    self.store.mark_failed, job_id, f"{type(e).__name__}: {e}", runner_id=self.runner_id
+                )
         else:
-            self.store.mark_succeeded(job_id, result.to_dict(), runner_id=self.runner_id)
+            with_retry(self.store.mark_succeeded, job_id, result.to_dict(), runner_id=self.runner_id)
             self._log_report(job_id, result.handles.parent_run_id)
         finally:
             beat_stop.set()
             beat.join(5)
-            self.store.release(job_id, self.runner_id)
+            with_retry(self.store.release, job_id, self.runner_id)
 
     def _log_report(self, job_id: str, parent_run_id: str | None) -> None:
         """Attach the per-job HTML report (also served at GET /v1/jobs/{id}/report) to the job's MLflow run."""

@@ -19,15 +19,19 @@ def postgres_url() -> Iterator[str]:
     from psycopg.conninfo import conninfo_to_dict
 
     name = f"autoft_test_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = psycopg.connect(PG_ADMIN_DSN, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as e:
-        pytest.fail(f"PostgreSQL is needed for this test ({PG_ADMIN_DSN}): {e}")
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
+
+    def admin() -> psycopg.Connection:
         try:
-            info = conninfo_to_dict(PG_ADMIN_DSN)
-            auth = info.get("user", "postgres") + (f":{info['password']}" if info.get("password") else "")
-            yield f"postgresql+psycopg://{auth}@{info.get('host', '127.0.0.1')}:{info.get('port', 5432)}/{name}"
-        finally:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            return psycopg.connect(PG_ADMIN_DSN, autocommit=True, connect_timeout=5)
+        except psycopg.OperationalError as e:
+            pytest.fail(f"PostgreSQL is needed for this test ({PG_ADMIN_DSN}): {e}")
+
+    with admin() as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        info = conninfo_to_dict(PG_ADMIN_DSN)
+        auth = info.get("user", "postgres") + (f":{info['password']}" if info.get("password") else "")
+        yield f"postgresql+psycopg://{auth}@{info.get('host', '127.0.0.1')}:{info.get('port', 5432)}/{name}"
+    finally:
+        with admin() as conn:  # a fresh connection: the server may have restarted during the test
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

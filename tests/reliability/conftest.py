@@ -1,0 +1,3 @@
+"""Reliability tests reuse the integration fixtures (a fresh PostgreSQL database per test)."""
+
+from tests.integration.conftest import postgres_url  # noqa: F401
