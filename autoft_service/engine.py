@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -131,6 +132,10 @@ def ensure_ray(settings: Settings) -> None:
 
 
 # The Tune callback --------------------------------------------------------------------------------------------
+#: How long the end of a search waits for an unreachable MLflow server to take the deferred writes.
+TRACKING_GRACE_S = float(os.environ.get("AUTOFT_TRACKING_GRACE_SECONDS", "120"))
+
+
 class _SearchCallback(Callback):
     """Driver-side: records every trial in MLflow (child runs) and forwards events to the listener."""
 
@@ -157,22 +162,53 @@ class _SearchCallback(Callback):
         self.full_steps = full_steps
         self.search = search
         self.events: dict[str, TrialEvent] = {}
+        # MLflow writes in order; while the tracking server is unreachable they wait here and the search
+        # goes on. Whatever is still pending when the search ends (after a grace period) is reported lost.
+        self.pending: list[tuple[TrialEvent, str, Callable[[TrialEvent], None]]] = []
+        self.deferred = 0
+        self.lost: list[str] = []
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its run config for Tuner.restore, which this engine does not use (the Optuna study
         # is the resume point); the live tracker/listener stay in the driver.
         return {"job_id": self.job_id}
 
+    def _track(self, ev: TrialEvent, what: str, op: Callable[[TrialEvent], None]) -> None:
+        self.pending.append((ev, what, op))
+        self.flush(0.0)
+
+    def flush(self, patience_s: float) -> bool:
+        """Apply pending MLflow writes in order; retry for ``patience_s``. True when nothing is pending."""
+        deadline = time.monotonic() + patience_s
+        while self.pending:
+            ev, what, op = self.pending[0]
+            try:
+                op(ev)
+            except Exception as e:  # tracking server down or erroring: keep the write, keep searching
+                if time.monotonic() >= deadline:
+                    if self.deferred == 0 or len(self.pending) == 1:
+                        log.warning("MLflow write deferred (%s of trial %s): %s", what, ev.number, e)
+                    self.deferred += 1
+                    return False
+                time.sleep(1.0)
+                continue
+            self.pending.pop(0)
+        return True
+
     def _event(self, trial: Any) -> TrialEvent:
         ev = self.events.get(trial.trial_id)
         if ev is None:
             number = self.searcher.optuna_number(trial.trial_id)
             params = full_params(self.search, _flat(trial.config))
-            run_id = self.tracker.start_child(
-                self.experiment_id, self.parent_run_id, self.job_id, number, params
-            )
-            ev = TrialEvent(number, trial.trial_id, "running", params, mlflow_run_id=run_id)
+            ev = TrialEvent(number, trial.trial_id, "running", params)
             self.events[trial.trial_id] = ev
+
+            def start(e: TrialEvent) -> None:
+                e.mlflow_run_id = self.tracker.start_child(
+                    self.experiment_id, self.parent_run_id, self.job_id, e.number, e.params
+                )
+
+            self._track(ev, "start", start)
             self.listener.trial_started(ev)
         return ev
 
@@ -184,8 +220,10 @@ class _SearchCallback(Callback):
         metrics = {k: v for k, v in result.items() if "/" in k and not k.startswith("config/")}
         ev.last_step = int(result.get("step", ev.last_step))
         ev.value = result.get(self.metric, ev.value)
-        if ev.mlflow_run_id:
-            self.tracker.log_metrics(ev.mlflow_run_id, metrics, step=ev.last_step)
+        step = ev.last_step
+        self._track(
+            ev, f"metrics@{step}", lambda e: self.tracker.log_metrics(e.mlflow_run_id, metrics, step=step)
+        )
         self.listener.trial_reported(ev, metrics)
 
     def _finish(self, trial: Any, state: str, error: str | None = None) -> None:
@@ -193,9 +231,13 @@ class _SearchCallback(Callback):
         if ev.finished_at is not None:
             return
         ev.state, ev.error, ev.finished_at = state, error, time.time()
-        if ev.mlflow_run_id:
-            self.tracker.set_tags(ev.mlflow_run_id, {"autoft.state": state, "autoft.last_step": ev.last_step})
-            self.tracker.end_run(ev.mlflow_run_id, run_status_for(state))
+        last_step = ev.last_step
+
+        def close(e: TrialEvent) -> None:
+            self.tracker.set_tags(e.mlflow_run_id, {"autoft.state": state, "autoft.last_step": last_step})
+            self.tracker.end_run(e.mlflow_run_id, run_status_for(state))
+
+        self._track(ev, "close", close)
         self.listener.trial_finished(ev)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -213,8 +255,11 @@ class _SearchCallback(Callback):
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         for ev in self.events.values():
-            if ev.finished_at is None and ev.mlflow_run_id:
-                self.tracker.end_run(ev.mlflow_run_id, "KILLED")
+            if ev.finished_at is None:
+                self._track(ev, "kill", lambda e: self.tracker.end_run(e.mlflow_run_id, "KILLED"))
+        if not self.flush(TRACKING_GRACE_S):
+            self.lost = [f"trial {ev.number}: {what}" for ev, what, _ in self.pending]
+            log.error("MLflow unreachable: %d tracking writes lost: %s", len(self.lost), self.lost[:20])
 
 
 def _pareto(spec: JobSpec, trials: list[optuna.trial.FrozenTrial]) -> list[dict[str, Any]]:
@@ -625,6 +670,8 @@ class Engine:
             ),
         )
         tuner.fit()
+        if callback.deferred or callback.lost:
+            listener.stage("tracking", {"deferred_writes": callback.deferred, "lost": callback.lost})
 
     def _final_stage(
         self, spec: JobSpec, best_params: dict[str, Any], listener: JobListener

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -36,6 +37,11 @@ class Tracker:
     def __init__(self, tracking_uri: str, artifact_location: str | None = None) -> None:
         self.tracking_uri = tracking_uri
         self.artifact_location = artifact_location.rstrip("/") if artifact_location else None
+        if tracking_uri.startswith(("http://", "https://")):
+            # the engine retries and defers writes itself; the client's own retries (minutes of backoff)
+            # would stall the search inside Tune's callbacks while a tracking server is down
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
         self.client = MlflowClient(tracking_uri=tracking_uri)
 
     def ensure_store(self) -> None:

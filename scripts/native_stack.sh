@@ -5,6 +5,7 @@
 #
 #   scripts/native_stack.sh up DIR      start everything; writes DIR/stack.env (source it to use the stack)
 #   scripts/native_stack.sh down DIR    stop everything started for DIR and drop its databases
+#   scripts/native_stack.sh mlflow-stop|mlflow-start DIR    stop / restart only the MLflow server
 #
 # Ports come from API_PORT, MLFLOW_PORT, RAY_PORT (defaults 8000, 5000, 6379). Everything binds 127.0.0.1.
 set -euo pipefail
@@ -49,11 +50,15 @@ ENV
     if [ -n "${AUTOFT_TASK_CACHE_DIR:-}" ]; then echo "export AUTOFT_TASK_CACHE_DIR=$AUTOFT_TASK_CACHE_DIR" >> "$dir/stack.env"; fi
     # shellcheck disable=SC1091
     . "$dir/stack.env"
-    MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false MLFLOW_BACKEND_STORE_URI="${pg}_mlflow" \
-        nohup "$bin/mlflow" server --host 127.0.0.1 --port "$mlflow_port" --workers 1 \
-        --artifacts-destination "$dir/mlartifacts" --serve-artifacts \
-        > "$dir/logs/mlflow.log" 2>&1 &
-    echo $! > "$dir/mlflow.pid"
+    # the MLflow server's own start script, so it can be restarted alone (`native_stack.sh mlflow DIR`)
+    cat > "$dir/start-mlflow.sh" <<MLF
+#!/usr/bin/env bash
+MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false MLFLOW_BACKEND_STORE_URI="${pg}_mlflow" \\
+    setsid nohup "$bin/mlflow" server --host 127.0.0.1 --port "$mlflow_port" --workers 1 \\
+    --artifacts-destination "$dir/mlartifacts" --serve-artifacts >> "$dir/logs/mlflow.log" 2>&1 &
+echo \$! > "$dir/mlflow.pid"
+MLF
+    bash "$dir/start-mlflow.sh"
     "$bin/ray" start --head --port="$ray_port" --num-cpus=1 --node-ip-address=127.0.0.1 \
         --include-dashboard=false --disable-usage-stats --temp-dir="$dir/ray" > "$dir/logs/ray-head.log" 2>&1
     "$bin/ray" start --address="127.0.0.1:$ray_port" --num-cpus=1 --node-ip-address=127.0.0.1 \
@@ -67,8 +72,16 @@ ENV
     echo "stack up: API $AUTOFT_URL/docs, MLflow $AUTOFT_MLFLOW_TRACKING_URI, Ray $AUTOFT_RAY_ADDRESS"
 }
 
+stop_mlflow() {
+    if [ -f "$dir/mlflow.pid" ]; then
+        kill -TERM -- "-$(cat "$dir/mlflow.pid")" 2>/dev/null || kill -TERM "$(cat "$dir/mlflow.pid")" 2>/dev/null || true
+        rm -f "$dir/mlflow.pid"
+    fi
+}
+
 down() {
-    for p in runner api mlflow; do
+    stop_mlflow
+    for p in runner api; do
         if [ -f "$dir/$p.pid" ]; then
             pid=$(cat "$dir/$p.pid")
             pkill -TERM -P "$pid" 2>/dev/null || true
@@ -92,6 +105,8 @@ down() {
 
 case "$cmd" in
     up) up ;;
+    mlflow-stop) stop_mlflow ;;   # a tracking-server outage, for the reliability suite
+    mlflow-start) bash "$dir/start-mlflow.sh"; . "$dir/stack.env"; wait_http "$AUTOFT_MLFLOW_TRACKING_URI/health" 120 ;;
     down) down ;;
     *) echo "usage: native_stack.sh up|down DIR" >&2; exit 2 ;;
 esac

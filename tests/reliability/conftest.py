@@ -1,3 +1,3 @@
-"""Reliability tests reuse the integration fixtures (a fresh PostgreSQL database per test)."""
+"""Reliability tests reuse the integration fixtures (a fresh PostgreSQL database, the native stack)."""
 
-from tests.integration.conftest import postgres_url  # noqa: F401
+from tests.integration.conftest import native_stack, postgres_url  # noqa: F401
