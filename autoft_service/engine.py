@@ -36,7 +36,7 @@ from autoft_service.spec import JobSpec, SearchSpec
 from autoft_service.tracking import Tracker, run_status_for
 from workers.methods import FinalContext, model_from_state, reevaluate, reference_ft, run_method
 from workers.tasks.base import resolve_task
-from workers.trainable import TrialContext, autoft_trial
+from workers.trainable import TrialContext, autoft_trial, flatten_config
 
 log = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -199,7 +199,7 @@ class _SearchCallback(Callback):
         ev = self.events.get(trial.trial_id)
         if ev is None:
             number = self.searcher.optuna_number(trial.trial_id)
-            params = full_params(self.search, _flat(trial.config))
+            params = full_params(self.search, flatten_config(trial.config))
             ev = TrialEvent(number, trial.trial_id, "running", params)
             self.events[trial.trial_id] = ev
 
@@ -307,16 +307,6 @@ def _with_gap(row: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
     if f"ood_val/{m}" in row and f"ood_test/mean/{m}" in row:
         row[f"gap/{m}"] = row[f"ood_val/{m}"] - row[f"ood_test/mean/{m}"]
     return row
-
-
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}/"))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def _trial_dirname(trial: Any) -> str:

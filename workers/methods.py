@@ -143,31 +143,29 @@ def model_from_state(
     return model.eval(), prepared.data.id_val.x[:2].clone()
 
 
-def reevaluate(ctx: TrialContext, objective: dict[str, Any], seed: int, metric: str) -> float:
-    """Rerun one trial's objective with another seed (same inner budget); return ``metric`` at the end."""
+def _trial_score(
+    ctx: TrialContext, metric: str, weights: dict[str, float], lr: float, wd: float, seed: int, **kw: Any
+) -> float:
+    """One trial-budget fine-tune (as in the search); ``metric`` at its last evaluation."""
     torch.set_num_threads(max(1, ctx.cpu_threads))
     prepared = prepared_task(ctx.task_name, ctx.task_params, ctx.cache_dir)
-    weights, lr, wd, _ = split_config(objective)
-    method, method_params = method_config(objective)
     last: dict[str, float] = {}
     run_objective(
         prepared, weights, lr, wd, seed,
         steps=ctx.inner_steps, batch_size=ctx.batch_size, eval_every=0, metrics=ctx.metrics,
-        device=device_for(ctx.use_gpu), on_eval=lambda step, m: last.update(m),
-        method=method, method_params=method_params,
+        device=device_for(ctx.use_gpu), on_eval=lambda step, m: last.update(m), **kw,
     )  # fmt: skip
     return float(last[metric])
+
+
+def reevaluate(ctx: TrialContext, objective: dict[str, Any], seed: int, metric: str) -> float:
+    """Rerun one trial's objective with another seed (same inner budget); return ``metric`` at the end."""
+    weights, lr, wd, _ = split_config(objective)
+    method, method_params = method_config(objective)
+    return _trial_score(ctx, metric, weights, lr, wd, seed, method=method, method_params=method_params)
 
 
 def reference_ft(ctx: TrialContext, lr: float, weight_decay: float, metric: str) -> float:
     """Plain fine-tuning (cross-entropy from a fresh head) on the trial budget: the reference for the
     "ID val may drop at most X" constraint."""
-    torch.set_num_threads(max(1, ctx.cpu_threads))
-    prepared = prepared_task(ctx.task_name, ctx.task_params, ctx.cache_dir)
-    last: dict[str, float] = {}
-    run_objective(
-        prepared, {"ce": 1.0}, lr, weight_decay, 0, head="random",
-        steps=ctx.inner_steps, batch_size=ctx.batch_size, eval_every=0, metrics=ctx.metrics,
-        device=device_for(ctx.use_gpu), on_eval=lambda step, m: last.update(m),
-    )  # fmt: skip
-    return float(last[metric])
+    return _trial_score(ctx, metric, {"ce": 1.0}, lr, weight_decay, 0, head="random")

@@ -73,7 +73,7 @@ def device_for(use_gpu: bool) -> torch.device:
 
 def split_config(config: Mapping[str, Any]) -> tuple[dict[str, float], float, float, int]:
     """Flattened trial config → (loss weights by term, lr, weight decay, seed)."""
-    flat = _flatten(config)
+    flat = flatten_config(config)
     weights = {k.split("/")[1]: float(v) for k, v in flat.items() if k.startswith("loss/")}
     return weights, float(flat["optim/lr"]), float(flat["optim/weight_decay"]), int(flat["train/seed"])
 
@@ -84,7 +84,7 @@ def method_config(config: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]
     ``method/name`` picks the method; ``method/<name>/<param>`` are its hyperparameters, where a dotted
     param (``lr_multipliers.group0``) is nested back into a dict.
     """
-    flat = _flatten(config)
+    flat = flatten_config(config)
     name = flat.get("method/name")
     if name is None or name == "adamw":
         return None, {}
@@ -100,12 +100,13 @@ def method_config(config: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]
     return str(name), params
 
 
-def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten_config(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Tune's nested config → ``{"loss/ce/weight": ..., "optim/lr": ...}`` (keys joined with "/")."""
     out: dict[str, Any] = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
         if isinstance(v, Mapping):
-            out.update(_flatten(v, key + "/"))
+            out.update(flatten_config(v, key + "/"))
         else:
             out[key] = v
     return out
