@@ -562,6 +562,7 @@ class Engine:
             metrics=tuple(task_cls.metrics),
             use_gpu=spec.resources.gpus_per_trial > 0,
             cpu_threads=max(1, math.floor(spec.resources.cpus_per_trial)),
+            precision=spec.resources.precision,
         )
 
     def _constraint(
@@ -700,6 +701,7 @@ class Engine:
             baseline_weight_decay=spec.final.baseline_weight_decay,
             use_gpu=tc.use_gpu,
             cpu_threads=tc.cpu_threads,
+            precision=tc.precision,
             wise_ft_alphas=tuple(spec.final.wise_ft_alphas),
             select_metric=spec.objective.metric,
         )

@@ -8,6 +8,7 @@ MLflow server and ``AUTOFT_RAY_ADDRESS`` (or ``RAY_ADDRESS``) at a cluster.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -32,6 +33,11 @@ class Settings(BaseSettings):
     ray_address: str | None = Field(
         default=None, validation_alias=AliasChoices("AUTOFT_RAY_ADDRESS", "RAY_ADDRESS")
     )
+    data_roots: str = Field(
+        default="",
+        description="Folders (os.pathsep-separated) that job specs may read weights and datasets from; "
+        "default data_dir/datasets.",
+    )
     ray_num_cpus: int | None = Field(default=None, ge=1, description="CPUs of a local Ray runtime.")
     max_concurrent_jobs: int = Field(default=1, ge=1, le=1000)
     auth_disabled: bool = Field(default=False, description="Only honoured when environment=development.")
@@ -55,6 +61,12 @@ class Settings(BaseSettings):
     @property
     def cache_dir(self) -> Path:
         return self.task_cache_dir.expanduser().resolve() if self.task_cache_dir else self.root / "cache"
+
+    @property
+    def data_root_paths(self) -> list[Path]:
+        """``data_roots`` split and resolved; default ``data_dir/datasets``."""
+        parts = [p for p in self.data_roots.split(os.pathsep) if p.strip()]
+        return [Path(p).expanduser().resolve() for p in parts] or [self.root / "datasets"]
 
     @property
     def jobs_dir(self) -> Path:

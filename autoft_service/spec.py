@@ -223,6 +223,10 @@ class BudgetSpec(_Strict):
 class ResourcesSpec(_Strict):
     cpus_per_trial: float = Field(default=1.0, gt=0, le=512)
     gpus_per_trial: float = Field(default=0.0, ge=0, le=16, description="Fractions pack trials per GPU.")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        default="auto",
+        description="Training precision: auto = bf16 autocast on a GPU that supports it, fp32 elsewhere.",
+    )
 
 
 class BaselineSpec(_Strict):
@@ -352,10 +356,20 @@ def validate_spec(spec: JobSpec) -> None:
         raise InvalidSpec("at least one loss term is needed", field="search.loss_terms")
     METRICS.get(spec.objective.metric_name, field="objective.metric")
     task_cls = resolve_task(spec.task.name, field="task.name")
-    task_cls.validate_params(spec.task.params, field="task.params")
+    task_params = task_cls.validate_params(spec.task.params, field="task.params")
+    text_tower = task_cls.supports_text_tower(task_params)
+    searched = [(f"search.loss_terms.{i}", t) for i, t in enumerate(spec.search.loss_terms)]
+    fixed = [(f"search.fixed_weights.{t}", t) for t, w in spec.search.fixed_weights.items() if w != 0.0]
+    for where, term in [*searched, *fixed]:
+        if LOSS_TERMS.get(term, field=where).needs_text_tower and not text_tower:
+            raise InvalidSpec(
+                f"{where}: loss term {term!r} needs a dual-encoder (CLIP-like) model with a text tower; "
+                f"task {spec.task.name!r} has none",
+                field=where,
+            )
     for i, b in enumerate(spec.final.baselines):
         method = create_method(b.name, b.params, field=f"final.baselines.{i}")
-        if method.requires_text_tower and not task_cls.has_text_tower:
+        if method.requires_text_tower and not text_tower:
             raise InvalidSpec(
                 f"final.baselines.{i}: {b.name!r} needs a dual-encoder (CLIP-like) model with a text tower; "
                 f"task {spec.task.name!r} has none",

@@ -10,12 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict
 
+from workers.accel import Accel
 from workers.model import Classifier
 from workers.trainable import (
     TrialContext,
-    device_for,
+    WorkerContext,
     method_config,
     prepared_task,
     run_objective,
@@ -24,20 +24,15 @@ from workers.trainable import (
 from workers.training import add_mean_ood, evaluate
 
 
-class FinalContext(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class FinalContext(WorkerContext):
+    """The fixed part of every final-stage run of one job."""
 
-    task_name: str
-    task_params: dict[str, Any]
-    cache_dir: str
     steps: int
     batch_size: int
     metrics: tuple[str, ...]
     base_lr: float
     baseline_weight_decay: float = 0.1
     seed: int = 0
-    use_gpu: bool = False
-    cpu_threads: int = 1
     wise_ft_alphas: tuple[float, ...] = ()
     select_metric: str = "ood_val/accuracy"
 
@@ -54,10 +49,9 @@ def run_method(
 
     Return ``{"method": row, "metrics", "info", "state_dict"}`` (state dict on CPU, info JSON-safe).
     """
-    torch.set_num_threads(max(1, ctx.cpu_threads))
-    prepared = prepared_task(ctx.task_name, ctx.task_params, ctx.cache_dir)
+    accel, prepared = ctx.start()
+    device = accel.device
     data = prepared.data
-    device = device_for(ctx.use_gpu)
     info: dict[str, Any] = {}
     extra: list[dict[str, Any]] = []
     if row == "autoft":
@@ -68,13 +62,13 @@ def run_method(
         model = run_objective(
             prepared, weights, lr, wd, seed,
             steps=ctx.steps, batch_size=ctx.batch_size, eval_every=0, metrics=ctx.metrics, device=device,
-            method=method, method_params=method_params,
+            method=method, method_params=method_params, accel=accel,
         )  # fmt: skip
         metrics = add_mean_ood(
-            evaluate(model, data.splits(), ctx.metrics, data.num_classes, device), ctx.metrics
+            evaluate(model, data.splits(), ctx.metrics, data.num_classes, device, accel=accel), ctx.metrics
         )
         if ctx.wise_ft_alphas:
-            extra.append(_wise_ft_row(prepared, model, ctx, device))
+            extra.append(_wise_ft_row(prepared, model, ctx, accel))
     else:
         from workers.ft_methods import create_method, train_with_method
 
@@ -85,6 +79,7 @@ def run_method(
         result = train_with_method(
             method, prepared, steps=ctx.steps, batch_size=ctx.batch_size, lr=ctx.base_lr,
             weight_decay=ctx.baseline_weight_decay, seed=ctx.seed, device=device, metrics=ctx.metrics,
+            accel=accel,
         )  # fmt: skip
         model, metrics = result.model, result.metrics
         info = _json_safe(result.info)
@@ -93,23 +88,25 @@ def run_method(
     return {"method": row, "metrics": metrics, "info": info, "state_dict": state, "extra": extra}
 
 
-def _wise_ft_row(prepared: Any, model: Classifier, ctx: FinalContext, device: torch.device) -> dict[str, Any]:
+def _wise_ft_row(prepared: Any, model: Classifier, ctx: FinalContext, accel: Accel) -> dict[str, Any]:
     """WiSE-FT on the AutoFT model: interpolate from its starting point (pretrained backbone + LP head),
     choose α on OOD val, evaluate the chosen model on every split."""
     from workers.ft_methods import wise_ft_sweep
     from workers.trainable import build_model
 
-    data = prepared.data
-    theta0 = build_model(prepared, "lp", 0, device).state_dict()
+    data, device = prepared.data, accel.device
+    theta0 = build_model(prepared, "lp", 0, device, accel=accel).state_dict()
     split, _, name = ctx.select_metric.partition("/")
 
     def score(m: torch.nn.Module) -> dict[str, float]:
-        return evaluate(m, {split: data.splits()[split]}, (name,), data.num_classes, device)
+        return evaluate(m, {split: data.splits()[split]}, (name,), data.num_classes, device, accel=accel)
 
     sweep = wise_ft_sweep(model, theta0, model.state_dict(), ctx.wise_ft_alphas, score, ctx.select_metric)
-    wise = build_model(prepared, "lp", 0, device)
+    wise = build_model(prepared, "lp", 0, device, accel=accel)
     wise.load_state_dict(sweep.state)
-    metrics = add_mean_ood(evaluate(wise, data.splits(), ctx.metrics, data.num_classes, device), ctx.metrics)
+    metrics = add_mean_ood(
+        evaluate(wise, data.splits(), ctx.metrics, data.num_classes, device, accel=accel), ctx.metrics
+    )
     info = {"wise_ft/alpha": sweep.alpha, "wise_ft/curve": sweep.curve}
     state = {k: v.detach().cpu() for k, v in wise.state_dict().items()}
     return {"method": "autoft_wise_ft", "metrics": metrics, "info": info, "state_dict": state, "extra": []}
@@ -147,13 +144,12 @@ def _trial_score(
     ctx: TrialContext, metric: str, weights: dict[str, float], lr: float, wd: float, seed: int, **kw: Any
 ) -> float:
     """One trial-budget fine-tune (as in the search); ``metric`` at its last evaluation."""
-    torch.set_num_threads(max(1, ctx.cpu_threads))
-    prepared = prepared_task(ctx.task_name, ctx.task_params, ctx.cache_dir)
+    accel, prepared = ctx.start()
     last: dict[str, float] = {}
     run_objective(
         prepared, weights, lr, wd, seed,
         steps=ctx.inner_steps, batch_size=ctx.batch_size, eval_every=0, metrics=ctx.metrics,
-        device=device_for(ctx.use_gpu), on_eval=lambda step, m: last.update(m), **kw,
+        device=accel.device, on_eval=lambda step, m: last.update(m), accel=accel, reuse_model=True, **kw,
     )  # fmt: skip
     return float(last[metric])
 

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from workers.accel import Accel, TrainMeter, train_batches
 from workers.metrics import compute_metrics
 from workers.model import Classifier
 from workers.objective import Objective
@@ -37,13 +38,20 @@ def batch_indices(n: int, batch_size: int, g: torch.Generator) -> Iterator[torch
 
 
 @torch.no_grad()
-def predict(model: nn.Module, split: Split, device: torch.device, batch_size: int = 1024) -> torch.Tensor:
+def predict(
+    model: nn.Module,
+    split: Split,
+    device: torch.device,
+    batch_size: int = 1024,
+    accel: Accel | None = None,
+) -> torch.Tensor:
+    accel = accel or Accel(device)
     was_training = model.training
     model.eval()
-    preds = [
-        model(split.x[i : i + batch_size].to(device)).argmax(dim=1).cpu()
-        for i in range(0, len(split), batch_size)
-    ]
+    preds = []
+    with accel.autocast():
+        for i in range(0, len(split), batch_size):
+            preds.append(model(accel.inputs(split.x[i : i + batch_size])).argmax(dim=1).cpu())
     model.train(was_training)
     return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
 
@@ -54,11 +62,12 @@ def evaluate(
     metrics: Sequence[str],
     num_classes: int,
     device: torch.device,
+    accel: Accel | None = None,
 ) -> dict[str, float]:
     """``{"<split>/<metric>": value}`` for every split and metric."""
     out: dict[str, float] = {}
     for prefix, split in splits.items():
-        pred = predict(model, split, device)
+        pred = predict(model, split, device, accel=accel)
         for name, value in compute_metrics(list(metrics), pred, split.y, split.groups, num_classes).items():
             out[f"{prefix}/{name}"] = value
     return out
@@ -79,8 +88,9 @@ def add_mean_ood(results: dict[str, float], metrics: Sequence[str]) -> dict[str,
 
 @torch.no_grad()
 def extract_features(
-    backbone: nn.Module, x: torch.Tensor, device: torch.device, bs: int = 1024
+    backbone: nn.Module, x: torch.Tensor, device: torch.device, bs: int = 256
 ) -> torch.Tensor:
+    """Frozen features of ``x``, in batches of ``bs``."""
     backbone.eval()
     return torch.cat([backbone(x[i : i + bs].to(device)) for i in range(0, len(x), bs)])
 
@@ -96,10 +106,13 @@ def linear_probe(
     weight_decay: float = 1e-3,
     seed: int = 0,
     device: torch.device,
+    features: torch.Tensor | None = None,
 ) -> nn.Linear:
-    """Fit a linear head on frozen features (full batch AdamW on cross-entropy); the backbone is untouched."""
+    """Fit a linear head on frozen features (full batch AdamW on cross-entropy); the backbone is untouched.
+
+    ``features`` (the backbone's features of ``train.x``, e.g. from a cache) skips the extraction."""
     g = torch.Generator().manual_seed(seed)
-    feats = extract_features(backbone, train.x, device)
+    feats = (features if features is not None else extract_features(backbone, train.x, device)).to(device)
     y = train.y.to(device)
     head = nn.Linear(feature_dim, num_classes).to(device)
     with torch.no_grad():
@@ -141,36 +154,38 @@ def fine_tune(
     eval_splits: Sequence[str] = ("id_val", "ood_val"),
     metrics: Sequence[str] = ("accuracy",),
     on_eval: EvalCallback | None = None,
+    accel: Accel | None = None,
 ) -> FitResult:
     """Run ``steps`` optimizer steps of ``objective`` on ID train.
 
     Every ``eval_every`` steps (and at the last step) the model is evaluated on ``eval_splits`` and
     ``on_eval(step, metrics)`` is called with the evaluation, the mean training loss components since the
     previous evaluation (``train/loss``, ``train/loss/<term>``) and the optimizer's current LR (``optim/lr``).
-    The LR is never touched here: the optimizer runs at the LR it was built with.
+    The LR is never touched here: the optimizer runs at the LR it was built with. ``accel`` (default: fp32
+    on ``device``) sets precision, memory format and the input pipeline.
     """
+    accel = accel or Accel(device)
     splits = data.splits()
     chosen = {k: splits[k] for k in eval_splits}
     model.train()
-    batches = batch_indices(len(data.id_train), batch_size, generator)
-    sums: dict[str, float] = {}
-    count = 0
+    batches = train_batches(data.id_train, batch_indices(len(data.id_train), batch_size, generator), accel)
+    meter = TrainMeter(accel, min(batch_size, len(data.id_train)))
     last: dict[str, float] = {}
     for step in range(1, steps + 1):
-        idx = next(batches)
-        x, y = data.id_train.x[idx].to(device), data.id_train.y[idx].to(device)
-        losses = objective(model(x), y)
+        x, y = next(batches)
+        with accel.autocast():
+            features = model.features(x)
+            logits = model.head(features)
+        losses = objective(logits.float(), y, features=features)
         optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
         optimizer.step()
-        for k, v in losses.items():
-            sums[k] = sums.get(k, 0.0) + float(v.detach())
-        count += 1
+        meter.add(losses)
         if (eval_every and step % eval_every == 0) or step == steps:
-            last = {f"train/{k}": v / count for k, v in sums.items()}
+            last = meter.flush()
             last["optim/lr"] = float(optimizer.param_groups[0]["lr"])
-            last.update(evaluate(model, chosen, metrics, data.num_classes, device))
-            sums, count = {}, 0
+            last.update(evaluate(model, chosen, metrics, data.num_classes, device, accel=accel))
             if on_eval is not None:
                 on_eval(step, last)
+            meter.restart()
     return FitResult(steps=steps, last=last)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -9,11 +10,13 @@ import torch
 from torch import nn
 
 from autoft_service.errors import DuplicateRegistration, UnknownLossTerm
-from workers.loss_terms import LOSS_TERMS, LossInputs, LossTerm, register_loss_term
+from workers.loss_terms import LOSS_TERMS, LossInputs, LossTerm, TextTower, register_loss_term
 from workers.objective import Objective, snapshot_params
 
 
 def _inputs(seed: int = 0, requires_grad: bool = True) -> tuple[LossInputs, nn.Module]:
+    """A toy dual encoder: ``model`` is the image tower (its output is both features and logits), a
+    fixed embedding table the text tower; every term gets everything it may need."""
     torch.manual_seed(seed)
     model = nn.Linear(4, 3)
     init = snapshot_params(model)
@@ -24,7 +27,10 @@ def _inputs(seed: int = 0, requires_grad: bool = True) -> tuple[LossInputs, nn.M
     logits = model(x)
     y = torch.tensor([0, 1, 2, 1, 0])
     params = dict(model.named_parameters())
-    return LossInputs(logits, y, params, init, sum(p.numel() for p in init.values())), model
+    captions = nn.Embedding(3, 3).requires_grad_(False)
+    text = TextTower(captions, torch.arange(3), torch.tensor(2.0))
+    n = sum(p.numel() for p in init.values())
+    return LossInputs(logits, y, params, init, n, features=logits, text=text), model
 
 
 @pytest.mark.parametrize("name", LOSS_TERMS.names())
@@ -47,9 +53,7 @@ def test_term_contract(name: str) -> None:
 @pytest.mark.parametrize("name", LOSS_TERMS.names())
 def test_term_is_finite_on_extreme_logits(name: str) -> None:
     inputs, _ = _inputs()
-    extreme = LossInputs(
-        inputs.logits * 1e4, inputs.targets, inputs.params, inputs.init_params, inputs.num_params
-    )
+    extreme = dataclasses.replace(inputs, logits=inputs.logits * 1e4, features=inputs.logits * 1e4)
     assert torch.isfinite(LOSS_TERMS.get(name)()(extreme))
 
 
@@ -124,3 +128,24 @@ def test_distance_to_init_is_nonzero_after_steps() -> None:
         opt.step()
     out = obj(model(x), y)
     assert float(out["loss/l1_init"]) > 1e-4 and float(out["loss/l2_init"]) > 1e-8
+
+
+def test_flyp_term_is_the_clip_loss_against_class_captions() -> None:
+    image = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 0.0]])
+    table = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    text = TextTower(lambda tok: table[tok], torch.tensor([0, 1]), torch.tensor(0.0))  # scale e^0 = 1
+    y = torch.tensor([0, 1, 0])
+    got = LOSS_TERMS.get("flyp")()(LossInputs(image, y, {}, {}, 1, features=image, text=text))
+    i = torch.nn.functional.normalize(image, dim=-1)
+    sim = i @ table[y].T  # captions already unit norm
+    want = (torch.nn.functional.cross_entropy(sim, torch.arange(3)) +
+            torch.nn.functional.cross_entropy(sim.T, torch.arange(3))) / 2  # fmt: skip
+    assert float(got) == pytest.approx(float(want), rel=1e-6)
+
+
+def test_flyp_term_without_a_text_tower_is_refused() -> None:
+    model = nn.Linear(2, 2)
+    with pytest.raises(ValueError, match="text tower"):
+        Objective({"ce": 1.0, "flyp": 0.5}, model, snapshot_params(model))
+    with pytest.raises(ValueError, match="text tower"):
+        LOSS_TERMS.get("flyp")()(LossInputs(torch.zeros(2, 2), torch.tensor([0, 1]), {}, {}, 1))

@@ -118,3 +118,23 @@ def test_baselines_resolve_through_the_method_registry() -> None:
 def test_booleans_are_not_seeds() -> None:
     e = _err(small_spec(final={"reevaluate": {"top_k": 1, "seeds": [False]}}))
     assert e.field == "final.reevaluate.seeds.0"
+
+
+def test_text_tower_terms_need_a_dual_encoder_task() -> None:
+    spec = small_spec()
+    spec["search"]["loss_terms"] = ["ce", "hinge", "flyp"]
+    with pytest.raises(InvalidSpec) as e:
+        parse_spec(spec)
+    assert e.value.field == "search.loss_terms.2" and "text tower" in str(e.value)
+    spec = small_spec()
+    spec["search"]["fixed_weights"] = {"ce": 1.0, "flyp": 0.5}
+    with pytest.raises(InvalidSpec) as e:
+        parse_spec(spec)
+    assert e.value.field == "search.fixed_weights.flyp"
+
+
+def test_precision_is_validated() -> None:
+    assert parse_spec(small_spec(resources={"precision": "bf16"})).resources.precision == "bf16"
+    with pytest.raises(InvalidSpec) as e:
+        parse_spec(small_spec(resources={"precision": "fp16"}))
+    assert e.value.field == "resources.precision"

@@ -30,7 +30,6 @@ from workers.ft_methods.base import (
     create_method,
     register_ft_method,
 )
-from workers.ft_methods.flyp import flyp_contrastive_loss
 from workers.ft_methods.layerwise import (
     group_distance_penalty,
     layer_groups,
@@ -38,6 +37,7 @@ from workers.ft_methods.layerwise import (
 )
 from workers.ft_methods.train import MethodResult, train_with_method
 from workers.ft_methods.wise_ft import wise_ft_interpolate, wise_ft_sweep
+from workers.loss_terms.flyp import flyp_contrastive_loss
 
 __all__ = [
     "FT_METHODS",

@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 
 from autoft_service.errors import InvalidSpec, UnknownFTMethod
+from workers.accel import Accel
 from workers.model import Classifier
 from workers.registry import Registry
 from workers.tasks.base import TaskData
@@ -112,6 +113,11 @@ class RunContext:
     lp_head: nn.Linear
     init_params: dict[str, torch.Tensor] = field(default_factory=dict)
     initial_state: dict[str, torch.Tensor] = field(default_factory=dict)
+    #: precision / memory format / input pipeline of the run (default: fp32 on ``device``)
+    accel: Accel | None = None
+
+    def accel_or_default(self) -> Accel:
+        return self.accel or Accel(self.device)
 
     def evaluate(
         self, model: nn.Module, splits: Sequence[str], metrics: Sequence[str] | None = None
@@ -119,7 +125,9 @@ class RunContext:
         """``{"<split>/<metric>": value}`` on the named splits (``id_val``, ``ood_val``, ``ood_test/<n>`` …)."""
         available = self.data.splits()
         chosen = {k: available[k] for k in splits}
-        return evaluate(model, chosen, metrics or self.metrics, self.data.num_classes, self.device)
+        return evaluate(
+            model, chosen, metrics or self.metrics, self.data.num_classes, self.device, accel=self.accel
+        )
 
 
 def split_head(named_params: Mapping[str, nn.Parameter]) -> tuple[list[str], list[str]]:

@@ -2,11 +2,11 @@
 
 FLYP fine-tunes both encoders with the pretraining contrastive loss between each image and a caption of its
 class, and classifies with the zero-shot head rebuilt from the (fine-tuned) text encoder. The loss is
-:func:`flyp_contrastive_loss`, open_clip's ``ClipLoss`` (symmetric InfoNCE, single process), as used by
+:func:`~workers.loss_terms.flyp.flyp_contrastive_loss`, open_clip's ``ClipLoss`` (symmetric InfoNCE, single process), as used by
 ``locuslab/FLYP src/models/flyp_loss.py`` and AutoFT's ``flyp`` term.
 
-What a task must provide (checked by :func:`check_compatible`; today no registered task does, so the lead must
-extend :class:`~workers.tasks.base.TaskData` before FLYP can run on a real task):
+What a task must provide (checked by :func:`check_compatible`; the ``image-classification`` task does for
+open_clip models):
 
 - ``data.backbone`` is the image tower, returning image embeddings, and also has ``encode_text(tokens)``
   (the text tower) and a ``logit_scale`` parameter (log of the temperature's inverse, as in CLIP);
@@ -37,26 +37,10 @@ from workers.ft_methods.base import (
     register_ft_method,
     tunable,
 )
+from workers.loss_terms.base import TextTower
+from workers.loss_terms.flyp import class_caption_loss
 from workers.model import Classifier
 from workers.tasks.base import TaskData
-
-
-def flyp_contrastive_loss(
-    image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor | float
-) -> torch.Tensor:
-    """Symmetric InfoNCE of matching rows: ½·[CE(s·I·Tᵀ, diag) + CE(s·T·Iᵀ, diag)].
-
-    ``image_features[i]`` and ``text_features[i]`` are a positive pair, every other row a negative;
-    ``logit_scale`` is the multiplier s (CLIP's ``logit_scale.exp()``). Like open_clip's ``ClipLoss`` the
-    features are used as given: normalise them first.
-    """
-    if image_features.shape != text_features.shape or image_features.dim() != 2:
-        raise ValueError(
-            f"need two [n, d] feature matrices, got {tuple(image_features.shape)} and {tuple(text_features.shape)}"
-        )
-    logits_per_image = logit_scale * image_features @ text_features.T
-    labels = torch.arange(len(image_features), device=image_features.device)
-    return (F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_image.T, labels)) / 2
 
 
 def text_tower_problem(data: TaskData) -> str | None:
@@ -129,9 +113,8 @@ class FLYP(FTMethod):
 
     def extra_losses(self, model: Classifier, batch: StepBatch, ctx: RunContext) -> dict[str, torch.Tensor]:
         backbone: Any = model.backbone
-        image = F.normalize(batch.features, dim=-1)
-        text = F.normalize(backbone.encode_text(self._tokens[batch.y]), dim=-1)
-        return {"flyp/contrastive": flyp_contrastive_loss(image, text, backbone.logit_scale.exp())}
+        text = TextTower(backbone.encode_text, self._tokens, backbone.logit_scale)
+        return {"flyp/contrastive": class_caption_loss(batch.features, batch.y, text)}
 
     def loss_weights(self) -> dict[str, float]:
         return {"flyp/contrastive": self.params.contrastive_weight}

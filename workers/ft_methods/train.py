@@ -7,9 +7,10 @@ from typing import Any, NamedTuple
 
 import torch
 
+from workers.accel import Accel, TrainMeter, train_batches
 from workers.ft_methods.base import HEAD_PREFIX, FTMethod, RunContext, StepBatch, describe_optimizer
 from workers.model import Classifier
-from workers.objective import Objective
+from workers.objective import Objective, text_tower
 from workers.trainable import PreparedTask, build_model
 from workers.training import EvalCallback, add_mean_ood, batch_indices, evaluate, seed_everything
 
@@ -37,6 +38,8 @@ def train_with_method(
     eval_every: int = 0,
     eval_splits: Sequence[str] = ("id_val", "ood_val"),
     on_eval: EvalCallback | None = None,
+    accel: Accel | None = None,
+    reuse_model: bool = False,
 ) -> MethodResult:
     """Fine-tune a fresh copy of the task's pretrained model with ``method`` for ``steps`` AdamW-style steps.
 
@@ -46,7 +49,9 @@ def train_with_method(
     previous evaluation (``train/loss``, ``train/loss/<term>``) and ``optim/lr``. After the method's
     ``finalize`` the model is evaluated on every split (``id_val``, ``ood_val``, ``id_test``,
     ``ood_test/<set>``, ``ood_test/mean``); ``info`` holds the method name, its resolved params, the
-    optimizer as built and what ``finalize`` chose.
+    optimizer as built and what ``finalize`` chose. ``accel`` sets precision, memory format and input
+    pipeline; ``reuse_model`` trains the worker's resident model, reset in place to the pretrained weights
+    (see :func:`~workers.trainable.build_model`), instead of a fresh copy.
     """
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
@@ -56,8 +61,8 @@ def train_with_method(
     method.check_compatible(data)
     metrics = tuple(metrics)
     generator = seed_everything(seed)
-    model = build_model(prepared, method.head_init(), seed, device)
-    ctx = RunContext(data, device, metrics, seed, steps, prepared.lp_head)
+    model = build_model(prepared, method.head_init(), seed, device, accel=accel, reuse=reuse_model)
+    ctx = RunContext(data, device, metrics, seed, steps, prepared.lp_head, accel=accel)
     try:
         method.setup(model, ctx)
         ctx.init_params = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -65,7 +70,7 @@ def train_with_method(
         named = _freeze_all_but(model, set(method.trainable(model)))
         anchors = {n: ctx.init_params[n] for n in named}
         weights = dict(method.default_loss_weights() if loss_weights is None else loss_weights)
-        objective = Objective(weights, model, anchors)
+        objective = Objective(weights, model, anchors, text=text_tower(model, data.class_text_tokens))
         optimizer = method.make_optimizer(named, lr=lr, weight_decay=weight_decay, init_params=anchors)
         term_weights = method.loss_weights()
         last = _loop(model, method, objective, optimizer, term_weights, ctx, generator, steps, batch_size,
@@ -74,7 +79,9 @@ def train_with_method(
     finally:
         method.teardown(model)
     model.eval()
-    results = add_mean_ood(evaluate(model, data.splits(), metrics, data.num_classes, device), metrics)
+    results = add_mean_ood(
+        evaluate(model, data.splits(), metrics, data.num_classes, device, accel=accel), metrics
+    )
     results.update({k: v for k, v in last.items() if k.startswith("train/")})
     info = {
         "method": method.name,
@@ -111,19 +118,19 @@ def _loop(
     eval_splits: Sequence[str],
     on_eval: EvalCallback | None,
 ) -> dict[str, float]:
-    data, device = ctx.data, ctx.device
+    data, accel = ctx.data, ctx.accel_or_default()
     _train_mode(model)
-    batches = batch_indices(len(data.id_train), batch_size, generator)
-    sums: dict[str, float] = {}
-    count = 0
+    batches = train_batches(data.id_train, batch_indices(len(data.id_train), batch_size, generator), accel)
+    meter = TrainMeter(accel, min(batch_size, len(data.id_train)))
     last: dict[str, float] = {}
     for step in range(1, steps + 1):
-        idx = next(batches)
-        x, y = data.id_train.x[idx].to(device), data.id_train.y[idx].to(device)
-        features = model.features(x)
-        logits = model.head(features)
-        losses = objective(logits, y)
-        extras = method.extra_losses(model, StepBatch(x, y, features, logits), ctx)
+        x, y = next(batches)
+        with accel.autocast():
+            features = model.features(x)
+            logits = model.head(features)
+            extras = method.extra_losses(model, StepBatch(x, y, features, logits), ctx)
+        losses = objective(logits.float(), y, features=features)
+        extras = {k: v.float() for k, v in extras.items()}
         total = losses["loss"]
         for key, value in extras.items():
             if key not in term_weights:
@@ -138,17 +145,15 @@ def _loop(
         total.backward()
         optimizer.step()
         method.after_step(model, step, ctx)
-        for k, v in losses.items():
-            sums[k] = sums.get(k, 0.0) + float(v.detach())
-        count += 1
+        meter.add(losses)
         if (eval_every and step % eval_every == 0) or step == steps:
-            last = {f"train/{k}": v / count for k, v in sums.items()}
+            last = meter.flush()
             last["optim/lr"] = float(optimizer.param_groups[0]["lr"])
             last.update(ctx.evaluate(model, eval_splits))
-            sums, count = {}, 0
             _train_mode(model)  # evaluation restores plain train mode on every submodule
             if on_eval is not None:
                 on_eval(step, last)
+            meter.restart()
     return last
 
 

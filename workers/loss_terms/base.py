@@ -10,6 +10,7 @@ conformance test runs every registered term.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -20,12 +21,25 @@ from workers.registry import Registry
 
 
 @dataclass(frozen=True)
+class TextTower:
+    """The text side of a dual-encoder (CLIP-like) model, for contrastive terms: ``encode`` maps tokens to
+    text embeddings, ``class_tokens`` holds one tokenised caption per class, ``logit_scale`` is the log of
+    the inverse temperature (as in CLIP). All live: gradients flow into the text tower if it is trainable."""
+
+    encode: Callable[[torch.Tensor], torch.Tensor]
+    class_tokens: torch.Tensor
+    logit_scale: torch.Tensor
+
+
+@dataclass(frozen=True)
 class LossInputs:
     """Everything a term may look at for one minibatch.
 
     ``params`` are the live (trainable) parameters by name; ``init_params`` is an independent copy of the
     pretrained weights θ0 by the same names (never a view of ``params``); ``num_params`` is the total number
-    of scalar parameters N used to normalise the weight-space terms.
+    of scalar parameters N used to normalise the weight-space terms. ``features`` (the backbone's output for
+    the batch) and ``text`` are given where the model has them; terms that need them say so
+    (``needs_text_tower``).
     """
 
     logits: torch.Tensor
@@ -33,6 +47,8 @@ class LossInputs:
     params: dict[str, torch.Tensor]
     init_params: dict[str, torch.Tensor]
     num_params: int
+    features: torch.Tensor | None = None
+    text: TextTower | None = None
 
 
 class LossTerm(ABC):
@@ -40,8 +56,11 @@ class LossTerm(ABC):
 
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
-    #: "logits": depends on the predictions; "weights": depends on the parameters only.
+    #: "logits": depends on the predictions; "weights": on the parameters only; "contrastive": on the
+    #: image features and the text tower.
     kind: ClassVar[str] = "logits"
+    #: Only usable with a dual-encoder model (``LossInputs.features`` and ``LossInputs.text`` given).
+    needs_text_tower: ClassVar[bool] = False
 
     @abstractmethod
     def __call__(self, inputs: LossInputs) -> torch.Tensor:

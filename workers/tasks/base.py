@@ -56,6 +56,13 @@ class TaskData:
     id_test: Split
     ood_val: Split
     ood_tests: dict[str, Split] = field(default_factory=dict)
+    #: A task-provided starting head (e.g. CLIP's zero-shot head), used wherever a run starts "from the LP
+    #: head"; ``None``: the head is fitted by linear probing on frozen ID-train features.
+    init_head: nn.Linear | None = None
+    #: Dual-encoder tasks: one tokenised caption per class ``[num_classes, seq_len]`` (FLYP's contract).
+    class_text_tokens: torch.Tensor | None = None
+    #: Class names, in label order (for reports; optional).
+    class_names: list[str] | None = None
 
     def splits(self) -> dict[str, Split]:
         """Every split by its metric prefix: id_val, ood_val, id_test, ood_test/<name>."""
@@ -92,6 +99,11 @@ class Task(ABC):
             err = e.errors(include_url=False)[0]
             where = ".".join([field, *(str(p) for p in err["loc"])])
             raise InvalidSpec(f"{where}: {err['msg']}", field=where) from None
+
+    @classmethod
+    def supports_text_tower(cls, params: BaseModel) -> bool:
+        """Whether the model these (validated) params describe has a text tower; default ``has_text_tower``."""
+        return cls.has_text_tower
 
     @classmethod
     def create(cls, raw_params: dict[str, Any], cache_dir: Path) -> Task:
