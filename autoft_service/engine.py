@@ -203,9 +203,13 @@ class _SearchCallback(Callback):
             ev = TrialEvent(number, trial.trial_id, "running", params)
             self.events[trial.trial_id] = ev
 
+            attempts = 0
+
             def start(e: TrialEvent) -> None:
+                nonlocal attempts
+                attempts += 1
                 e.mlflow_run_id = self.tracker.start_child(
-                    self.experiment_id, self.parent_run_id, self.job_id, e.number, e.params
+                    self.experiment_id, self.parent_run_id, self.job_id, e.number, e.params, retry=attempts > 1
                 )
 
             self._track(ev, "start", start)
@@ -220,9 +224,11 @@ class _SearchCallback(Callback):
         metrics = {k: v for k, v in result.items() if "/" in k and not k.startswith("config/")}
         ev.last_step = int(result.get("step", ev.last_step))
         ev.value = result.get(self.metric, ev.value)
-        step = ev.last_step
+        step, ts = ev.last_step, int(time.time() * 1000)  # a retried write repeats the same points
         self._track(
-            ev, f"metrics@{step}", lambda e: self.tracker.log_metrics(e.mlflow_run_id, metrics, step=step)
+            ev,
+            f"metrics@{step}",
+            lambda e: self.tracker.log_metrics(e.mlflow_run_id, metrics, step=step, timestamp_ms=ts),
         )
         self.listener.trial_reported(ev, metrics)
 

@@ -75,24 +75,47 @@ class Tracker:
         return rid
 
     def start_child(
-        self, experiment_id: str, parent_run_id: str, job_id: str, number: int | None, params: dict[str, Any]
+        self,
+        experiment_id: str,
+        parent_run_id: str,
+        job_id: str,
+        number: int | None,
+        params: dict[str, Any],
+        *,
+        retry: bool = False,
     ) -> str:
-        name = f"trial-{number:04d}" if number is not None else "trial"
-        run = self.client.create_run(
-            experiment_id,
-            run_name=name,
-            tags={PARENT_TAG: parent_run_id, JOB_TAG: job_id, TRIAL_TAG: str(number), "autoft.role": "trial"},
+        """Create a trial's child run and log its params.
+
+        With ``retry`` (an earlier attempt raised), a child already created for this trial is reused: a
+        server that went down may have created the run and lost only the answer, or failed on the params.
+        """
+        rid = self.find_child(experiment_id, parent_run_id, number) if retry else None
+        if rid is None:
+            name = f"trial-{number:04d}" if number is not None else "trial"
+            tags = {PARENT_TAG: parent_run_id, JOB_TAG: job_id, TRIAL_TAG: str(number), "autoft.role": "trial"}
+            rid = self.client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
+        self.log_params(rid, params)
+        return rid
+
+    def find_child(self, experiment_id: str, parent_run_id: str, number: int | None) -> str | None:
+        """The oldest child run of ``parent_run_id`` recorded for trial ``number``, if any."""
+        runs = self.client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}' and tags.`{TRIAL_TAG}` = '{number}'",
+            order_by=["attributes.start_time ASC"],
+            max_results=1,
         )
-        self.log_params(run.info.run_id, params)
-        return run.info.run_id
+        return runs[0].info.run_id if runs else None
 
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
         items = [Param(k, str(v)[:_MAX_PARAM]) for k, v in params.items()]
         for i in range(0, len(items), 100):
             self.client.log_batch(run_id, params=items[i : i + 100])
 
-    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int | None = None) -> None:
-        ts = int(time.time() * 1000)
+    def log_metrics(
+        self, run_id: str, metrics: dict[str, float], step: int | None = None, timestamp_ms: int | None = None
+    ) -> None:
+        ts = timestamp_ms if timestamp_ms is not None else int(time.time() * 1000)
         items = [
             Metric(k, float(v), ts, step or 0)
             for k, v in metrics.items()

@@ -1,0 +1,109 @@
+"""Trial tracking through a flaky MLflow server: a retried write never duplicates what already landed.
+
+A tracking server going down can apply a request and lose only its answer; the driver then retries the
+write. The child run of a trial must still be created exactly once, and a retried metrics write repeats
+the same points rather than adding new ones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from mlflow.exceptions import MlflowException
+
+from autoft_service.engine import TrialEvent, _SearchCallback
+from autoft_service.spec import parse_spec
+from autoft_service.tracking import Tracker
+from tests.conftest import small_spec
+
+
+class _Listener:
+    def trial_started(self, ev: TrialEvent) -> None: ...
+
+    def trial_reported(self, ev: TrialEvent, metrics: dict[str, float]) -> None: ...
+
+    def trial_finished(self, ev: TrialEvent) -> None: ...
+
+
+class _AnswerLost:
+    """Wraps an MLflow client method: the first ``n`` calls are applied, then raise as if the reply was lost."""
+
+    def __init__(self, fn: Any, n: int = 1) -> None:
+        self.fn, self.left = fn, n
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        out = self.fn(*args, **kwargs)
+        if self.left > 0:
+            self.left -= 1
+            raise MlflowException("connection reset by peer (reply lost)")
+        return out
+
+
+@pytest.fixture()
+def setup(tmp_path: Path) -> tuple[Tracker, _SearchCallback, str]:
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", artifact_location=str(tmp_path / "artifacts"))
+    tracker.ensure_store()
+    exp = tracker.experiment("job-x")
+    spec = parse_spec(small_spec())
+    parent = tracker.start_parent(exp, "job-x", "job-x", {"name": "x"})
+    cb = _SearchCallback(
+        tracker=tracker,
+        searcher=SimpleNamespace(optuna_number=lambda tid: 0),  # type: ignore[arg-type]
+        listener=_Listener(),  # type: ignore[arg-type]
+        job_id="job-x",
+        experiment_id=exp,
+        parent_run_id=parent,
+        metric="ood_val/accuracy",
+        full_steps=10,
+        search=spec.search,
+    )
+    return tracker, cb, exp
+
+
+def _trial(config: dict[str, Any]) -> Any:
+    return SimpleNamespace(trial_id="t0", config=config, get_error=lambda: None)
+
+
+def test_child_run_created_once_when_the_create_reply_is_lost(
+    setup: tuple[Tracker, _SearchCallback, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tracker, cb, exp = setup
+    monkeypatch.setattr(tracker.client, "create_run", _AnswerLost(tracker.client.create_run))
+    trial = _trial({"optim": {"lr": 0.01}})
+    cb.on_trial_start(0, [], trial)
+    assert cb.pending and cb.deferred == 1  # the write failed and waits
+    cb.on_trial_result(0, [], trial, {"ood_val/accuracy": 0.5, "step": 5})
+    cb.on_trial_complete(0, [], trial)
+    assert cb.flush(5.0)
+
+    children = tracker.client.search_runs([exp], filter_string="tags.`autoft.role` = 'trial'")
+    assert len(children) == 1
+    run = children[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.params["optim/lr"] == "0.01"
+    assert run.data.metrics["ood_val/accuracy"] == 0.5
+    assert cb.events["t0"].mlflow_run_id == run.info.run_id
+
+
+def test_params_failure_after_create_reuses_the_run_and_metrics_are_not_doubled(
+    setup: tuple[Tracker, _SearchCallback, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tracker, cb, exp = setup
+    trial = _trial({"optim": {"lr": 0.02}})
+    log_batch = tracker.client.log_batch
+    monkeypatch.setattr(tracker.client, "log_batch", _AnswerLost(log_batch))  # the params write after the create
+    cb.on_trial_start(0, [], trial)
+    assert cb.flush(5.0)
+    monkeypatch.setattr(tracker.client, "log_batch", _AnswerLost(log_batch))  # metrics land, the reply is lost
+    cb.on_trial_result(0, [], trial, {"ood_val/accuracy": 0.75, "step": 3})
+    assert cb.pending
+    cb.on_trial_complete(0, [], trial)
+    assert cb.flush(5.0)
+
+    children = tracker.client.search_runs([exp], filter_string="tags.`autoft.role` = 'trial'")
+    assert len(children) == 1
+    history = tracker.client.get_metric_history(children[0].info.run_id, "ood_val/accuracy")
+    assert len({(m.step, m.timestamp, m.value) for m in history}) == 1
+    assert children[0].data.params["optim/lr"] == "0.02"
