@@ -5,14 +5,15 @@
 #   mlflow server ...                                      the MLflow tracking server and UI
 #
 # Build args:
-#   TORCH_SPEC           the PyTorch requirement, installed first (default torch==2.13.0: on Linux x86_64
-#                        that is the CUDA build from PyPI; pick a CPU build with PIP_EXTRA_INDEX_URL)
+#   TORCH_SPEC           the PyTorch requirements, installed first: torch and the torchvision built for it
+#                        (default torch==2.14.1 torchvision==0.29.1: on Linux x86_64 the CUDA build from
+#                        PyPI; pick a CPU build with PIP_EXTRA_INDEX_URL)
 #   PIP_EXTRA_INDEX_URL  an extra wheel index (e.g. a CPU or a specific CUDA PyTorch index); pip reads it
 #                        from the environment of every RUN below. Build args show in `docker history`:
 #                        do not put credentials in it.
 FROM python:3.11-slim
 
-ARG TORCH_SPEC=torch==2.13.0
+ARG TORCH_SPEC="torch==2.14.1 torchvision==0.29.1"
 ARG PIP_EXTRA_INDEX_URL=
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -25,14 +26,16 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN python -m venv /opt/venv && pip install --upgrade pip
 
 # 1. torch first and pinned, so resolving the project's "torch>=..." never pulls another build.
-RUN pip install "$TORCH_SPEC"
+# hadolint ignore=SC2086
+RUN pip install $TORCH_SPEC
 
 # 2. The project's dependencies, from pyproject.toml alone: this layer survives source edits.
 #    ray[default] (same version as the ray the project pins) adds the dashboard agent that serves the node
 #    metrics Prometheus scrapes (--metrics-export-port).
 WORKDIR /src
 COPY pyproject.toml README.md ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+#    Also the model and dataset adapters' extras (timm, open_clip, transformers, pyarrow).
+RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; x = p['optional-dependencies']; print('\n'.join(p['dependencies'] + x['timm'] + x['clip'] + x['hf'] + x['parquet']))" \
         > /tmp/requirements.txt \
     && pip install -r /tmp/requirements.txt \
     && pip install "ray[default]==$(python -c 'from importlib.metadata import version; print(version("ray"))')" \

@@ -3,13 +3,14 @@
 #   scripts/dev.sh demo    set up (if needed) and run the offline demo job
 #   scripts/dev.sh test    set up (if needed) and run the whole test suite
 #   scripts/dev.sh setup   only create/refresh the virtual environment
-# The venv lives in .venv (override with AUTOFT_VENV). torch is installed first and pinned, so pip
-# never pulls a multi-GB CUDA build on a CPU machine; set AUTOFT_TORCH_SPEC to choose another build.
+# The venv lives in .venv (override with AUTOFT_VENV). torch and torchvision are installed first, as a
+# matching pinned pair (timm and open_clip import torchvision, which must be built for the same torch), so
+# pip never resolves them on its own; set AUTOFT_TORCH_SPEC to choose another build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV=${AUTOFT_VENV:-.venv}
-TORCH_SPEC=${AUTOFT_TORCH_SPEC:-torch==2.13.0}
+TORCH_SPEC=${AUTOFT_TORCH_SPEC:-torch==2.14.1 torchvision==0.29.1}
 PYTHON=${PYTHON:-python3}
 
 setup() {
@@ -26,9 +27,10 @@ setup() {
         return
     fi
     python -m pip install --quiet --disable-pip-version-check --upgrade pip
-    if ! python -c 'import torch' 2>/dev/null; then
+    if ! python -c 'import torch, torchvision' 2>/dev/null; then
         echo "installing $TORCH_SPEC" >&2
-        python -m pip install --quiet --disable-pip-version-check "$TORCH_SPEC"
+        # shellcheck disable=SC2086 # the spec is a list of requirements
+        python -m pip install --quiet --disable-pip-version-check $TORCH_SPEC
     fi
     echo "installing autoft-service and its dependencies" >&2
     python -m pip install --quiet --disable-pip-version-check -e ".[dev]"

@@ -248,7 +248,7 @@ def test_app_roles_share_one_image_and_the_documented_commands(compose: dict[str
     assert {s[n]["image"] for n in APP_IMAGE_SERVICES} == {"autoft-service:local"}
     for n in APP_IMAGE_SERVICES:
         assert s[n]["build"]["context"] == "."
-        assert podman_compose.norm_as_dict(s[n]["build"]["args"])["TORCH_SPEC"] == "torch==2.13.0"
+        assert podman_compose.norm_as_dict(s[n]["build"]["args"])["TORCH_SPEC"] == "torch==2.14.1 torchvision==0.29.1"
     assert s["api"]["command"] == ["autoft", "serve", "--no-runner", "--host", "0.0.0.0", "--port", "8000"]
     assert s["runner"]["command"][-1].endswith("exec autoft runner")
     assert s["ray-head"]["command"][:3] == ["ray", "start", "--head"]
@@ -303,8 +303,8 @@ def test_dockerfile_installs_torch_first_and_runs_as_a_user() -> None:
     lines = [ln.strip() for ln in (ROOT / "Dockerfile").read_text().splitlines()]
     code = [ln for ln in lines if ln and not ln.startswith("#")]
     assert code[0] == "FROM python:3.11-slim"
-    assert "ARG TORCH_SPEC=torch==2.13.0" in code and "ARG PIP_EXTRA_INDEX_URL=" in code
-    torch_at = code.index('RUN pip install "$TORCH_SPEC"')
+    assert 'ARG TORCH_SPEC="torch==2.14.1 torchvision==0.29.1"' in code and "ARG PIP_EXTRA_INDEX_URL=" in code
+    torch_at = code.index("RUN pip install $TORCH_SPEC")
     project_at = next(i for i, ln in enumerate(code) if "pip install --no-deps ." in ln)
     deps_at = next(i for i, ln in enumerate(code) if "pip install -r /tmp/requirements.txt" in ln)
     assert torch_at < deps_at < project_at
