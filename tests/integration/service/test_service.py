@@ -163,3 +163,45 @@ def test_extend_and_retry_continue_the_same_study(stack: Stack) -> None:
             new = next(t for t in items if t["number"] == 5)
             searched = {k: v for k, v in again[0]["params"].items() if k != "loss/ce/weight"}
             assert {k: new["params"][k] for k in searched} == pytest.approx(searched)
+
+
+def test_image_job_over_http_reads_only_its_data_root(stack: Stack) -> None:
+    """A user's own (tiny) timm model and ImageFolder data, in the service's default data root
+    (<data dir>/datasets), submitted over HTTP and run by the runner on Ray; a path outside is a 422."""
+    from workers.images.synthetic_data import make_image_folder
+    from workers.images.tiny_models import save_tiny_timm
+
+    root = stack.data_dir / "datasets"
+    if not (root / "vit").exists():
+        save_tiny_timm(root / "vit")
+        make_image_folder(root / "shapes" / "train", ["a", "b", "c"], 12, seed=1)
+        make_image_folder(root / "shapes" / "test", ["a", "b", "c"], 4, seed=2)
+        make_image_folder(root / "shapes" / "noisy", ["a", "b", "c"], 6, shift="noise", seed=3)
+    data = {
+        "id_train": {"format": "imagefolder", "path": "shapes/train"},
+        "id_test": {"format": "imagefolder", "path": "shapes/test"},
+        "ood_val": {"format": "imagefolder", "path": "shapes/noisy"},
+        "ood_tests": {"noisy": {"format": "imagefolder", "path": "shapes/noisy"}},
+    }
+    spec = {
+        "name": "image-job",
+        "task": {"name": "image-classification",
+                 "params": {"model": {"family": "timm", "path": "vit"}, "data": data, "id_val_size": 6}},
+        "search": {"sampler": {"seed": 0, "n_startup_trials": 2}},
+        "budget": {"trials": 2, "inner_steps": 6, "eval_every": 3, "batch_size": 8, "max_concurrent": 2,
+                   "early_stopping": {"type": "none"}},
+        "final": {"steps": 6, "baselines": ["ft"]},
+    }  # fmt: skip
+    with api(stack, stack.keys["acme"]) as c:  # type: ignore[attr-defined]
+        outside = {**data, "ood_val": {"format": "imagefolder", "path": str(stack.data_dir)}}
+        bad = {**spec, "task": {**spec["task"], "params": {**spec["task"]["params"], "data": outside}}}
+        r = c.post("/jobs", json=bad)
+        assert r.status_code == 422 and r.json()["error"]["field"] == "task.params.data.ood_val.path"
+
+        r = c.post("/jobs", json=spec)
+        assert r.status_code == 202, r.text
+        job = wait_state(c, r.json()["id"], {"succeeded", "failed"}, timeout=300)
+        assert job["state"] == "succeeded", (job.get("error"), stack.log_tail())
+        rows = job["results"]["results"]
+        assert [r["method"] for r in rows] == ["autoft", "ft"]
+        assert 0.0 <= rows[0]["ood_test/noisy/accuracy"] <= 1.0

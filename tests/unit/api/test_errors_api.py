@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -109,3 +110,31 @@ def test_bad_header_is_invalid_request(client: TestClient, acme: dict[str, str],
     r = client.post("/v1/jobs", json=MINIMAL_SPEC, headers={**acme, "Idempotency-Key": "k" * 256})
     assert_error(r, 422, "invalid_request", "Idempotency-Key")
     assert store.list_jobs(None)[1] == 0
+
+
+def test_image_spec_reading_outside_the_data_roots_is_refused(
+    client: TestClient, acme: dict[str, str], store: JobStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from workers.images.tiny_models import save_tiny_timm
+
+    root = tmp_path / "root"
+    save_tiny_timm(root / "m")
+    (root / "train").mkdir()
+    monkeypatch.setenv("AUTOFT_DATA_ROOTS", str(root))
+    here = {"format": "imagefolder", "path": "train"}
+    spec = {
+        "name": "img",
+        "task": {"name": "image-classification", "params": {
+            "model": {"family": "timm", "path": "m"},
+            "data": {"id_train": here, "id_test": here, "ood_val": {"format": "csv", "path": "/etc/passwd"}},
+        }},
+    }  # fmt: skip
+    err = assert_error(client.post("/v1/jobs", json=spec, headers=acme), 422, "invalid_spec")
+    assert err["field"] == "task.params.data.ood_val.path" and "outside the data roots" in err["message"]
+    spec["task"]["params"]["data"]["ood_val"] = here
+    spec["task"]["params"]["model"]["path"] = "missing"
+    err = assert_error(client.post("/v1/jobs", json=spec, headers=acme), 422, "invalid_spec")
+    assert err["field"] == "task.params.model.path" and "does not exist" in err["message"]
+    assert store.list_jobs(None)[1] == 0  # nothing was queued
+    spec["task"]["params"]["model"]["path"] = "m"
+    assert client.post("/v1/jobs", json=spec, headers=acme).status_code == 202

@@ -1,0 +1,210 @@
+"""``image-classification``: fine-tune a user's pretrained image model on the user's image datasets.
+
+No code from the user: the spec names a model (timm, open_clip / CLIP or Hugging Face, from local weights)
+and one data source per split (ImageFolder trees or CSV/parquet manifests). Everything is read from inside
+the configured data roots and nothing is downloaded.
+
+- The class list is ``classes`` or, by default, the classes found in ID train (sorted folder names or label
+  values); every other split is mapped onto it.
+- ID val defaults to a class-balanced hold-out of ID train (``id_val_size`` images).
+- The OOD validation set is subsampled, class-balanced, to ``ood_val_size`` images (AutoFT searches on a
+  small OOD validation set; its ImageNet runs use 1,000 images).
+- Images are decoded once per machine into a uint8 cache in the model's own geometry (resize, centre crop)
+  and memory-mapped by every worker; normalisation runs on the trial's device as the backbone's first layer.
+- The starting head is CLIP's zero-shot head (class names × prompt templates) for open_clip models and a
+  linear probe on frozen features otherwise (``head_init`` overrides).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from torch import nn
+
+from workers.images.data import (
+    DataSource,
+    Examples,
+    class_balanced_subsample,
+    decode_images,
+    discover_classes,
+    list_examples,
+)
+from workers.images.model_adapters import LoadedModel, ModelSpec, check_model_spec, load_model
+from workers.images.paths import confine, data_roots, spec_error
+from workers.tasks.base import Split, Task, TaskData, register_task
+
+FIELD = "task.params"
+
+
+class ImageSplits(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id_train: DataSource
+    id_val: DataSource | None = Field(default=None, description="Default: a hold-out of id_train.")
+    id_test: DataSource
+    ood_val: DataSource
+    ood_tests: dict[str, DataSource] = Field(default_factory=dict, description="Named OOD test sets.")
+
+    @field_validator("ood_tests")
+    @classmethod
+    def _names(cls, v: dict[str, DataSource]) -> dict[str, DataSource]:
+        for name in v:
+            if not name or "/" in name or name == "mean":
+                raise ValueError(f"OOD test set name {name!r} must be non-empty, without '/', and not 'mean'")
+        return v
+
+    def named(self) -> dict[str, DataSource]:
+        out: dict[str, DataSource] = {
+            "id_train": self.id_train,
+            "id_test": self.id_test,
+            "ood_val": self.ood_val,
+        }
+        if self.id_val is not None:
+            out["id_val"] = self.id_val
+        out.update({f"ood_tests.{k}": v for k, v in self.ood_tests.items()})
+        return out
+
+
+class ImageTaskParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: ModelSpec
+    data: ImageSplits
+    classes: list[str] | None = Field(
+        default=None, min_length=2, description="Class names in label order; default: found in id_train."
+    )
+    id_val_size: int = Field(default=200, ge=1, description="Hold-out size when data.id_val is not given.")
+    ood_val_size: int | None = Field(
+        default=None, ge=1, description="Class-balanced subsample of the OOD validation set (AutoFT: 1000)."
+    )
+    head_init: Literal["auto", "lp", "zeroshot"] = Field(
+        default="auto", description="Starting head: auto = zero-shot for CLIP models, linear probe otherwise."
+    )
+    split_seed: int = Field(default=0, ge=0)
+    decode_workers: int = Field(default=4, ge=1, le=64, description="Threads decoding images (once).")
+
+    @field_validator("classes")
+    @classmethod
+    def _unique(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError("class names must be unique")
+        return v
+
+    @model_validator(mode="after")
+    def _paths(self, info: ValidationInfo) -> ImageTaskParams:
+        """Cheap checks at submission: every named path is inside the data roots and exists, the model's
+        package is installed. (Manifests' image lists are checked when the job prepares its data.)"""
+        roots = (info.context or {}).get("data_roots") if info.context else None
+        roots = data_roots() if roots is None else roots
+        check_model_spec(self.model, roots, field=f"{FIELD}.model")
+        for name, src in self.data.named().items():
+            confine(src.path, roots, field=f"{FIELD}.data.{name}.path", kind="dataset path")
+        if self.head_init == "zeroshot" and self.model.family != "open_clip":
+            raise ValueError("head_init 'zeroshot' needs an open_clip (CLIP) model")
+        return self
+
+
+@register_task("image-classification")
+class ImageClassificationTask(Task):
+    summary = (
+        "Your pretrained timm / open_clip / Hugging Face image model on your ImageFolder or CSV/parquet "
+        "datasets (ID train/val/test, OOD val, OOD tests), from local files under the data roots."
+    )
+    Params = ImageTaskParams
+    params: ImageTaskParams
+
+    @classmethod
+    def supports_text_tower(cls, params: BaseModel) -> bool:
+        return isinstance(params, ImageTaskParams) and params.model.family == "open_clip"
+
+    def prepare(self) -> None:
+        """Decode every split into the machine's image cache once, before any worker starts."""
+        self.load()
+
+    def load(self) -> TaskData:
+        p, roots = self.params, data_roots()
+        loaded = load_model(p.model, roots, field=f"{FIELD}.model")
+        classes = list(p.classes or discover_classes(p.data.id_train, roots, field=f"{FIELD}.data.id_train"))
+
+        def examples(name: str, src: DataSource) -> Examples:
+            return list_examples(src, classes, roots, field=f"{FIELD}.data.{name}", seed=p.split_seed)
+
+        train = examples("id_train", p.data.id_train)
+        if p.data.id_val is not None:
+            val = examples("id_val", p.data.id_val)
+        else:
+            if len(train.paths) < 2 * len(classes):
+                raise spec_error(
+                    f"{FIELD}.data.id_train",
+                    "too few images to hold out an ID validation set; give data.id_val",
+                )
+            held = set(class_balanced_subsample(train.labels, min(p.id_val_size, len(train.paths) // 2),
+                                                p.split_seed))  # fmt: skip
+            val = _subset(train, sorted(held))
+            train = _subset(train, [i for i in range(len(train.paths)) if i not in held])
+        ood_val = examples("ood_val", p.data.ood_val)
+        if p.ood_val_size is not None:
+            ood_val = _subset(ood_val, class_balanced_subsample(ood_val.labels, p.ood_val_size, p.split_seed))
+
+        def split(ex: Examples, name: str) -> Split:
+            x = decode_images(ex.paths, loaded.preprocess, self.cache_dir, workers=p.decode_workers,
+                              field=f"{FIELD}.data.{name}")  # fmt: skip
+            groups = torch.tensor(ex.groups, dtype=torch.long) if ex.groups is not None else None
+            return Split(x, torch.tensor(ex.labels, dtype=torch.long), groups)
+
+        head_init = p.head_init
+        if head_init == "auto":
+            head_init = "zeroshot" if loaded.has_text_tower else "lp"
+        init_head = None
+        if head_init == "zeroshot":
+            weights = self._zero_shot(loaded, classes)
+            init_head = nn.Linear(loaded.feature_dim, len(classes))
+            with torch.no_grad():
+                init_head.weight.copy_(weights)
+                init_head.bias.zero_()
+        return TaskData(
+            backbone=loaded.backbone,
+            feature_dim=loaded.feature_dim,
+            num_classes=len(classes),
+            id_train=split(train, "id_train"),
+            id_val=split(val, "id_val" if p.data.id_val is not None else "id_train"),
+            id_test=split(examples("id_test", p.data.id_test), "id_test"),
+            ood_val=split(ood_val, "ood_val"),
+            ood_tests={
+                k: split(examples(f"ood_tests.{k}", v), f"ood_tests.{k}") for k, v in p.data.ood_tests.items()
+            },
+            init_head=init_head,
+            class_text_tokens=loaded.class_text_tokens(classes) if loaded.has_text_tower else None,
+            class_names=classes,
+        )
+
+    def _zero_shot(self, loaded: LoadedModel, classes: list[str]) -> torch.Tensor:
+        """CLIP's zero-shot head weights, computed once per machine (classes × templates captions through
+        the text tower) and cached by weights fingerprint, class names and templates."""
+        from workers.disk_cache import cached_tensor
+        from workers.trainable import weights_fingerprint
+
+        templates = getattr(self.params.model, "templates", [])
+        key = json.dumps([weights_fingerprint(loaded.backbone), classes, templates])
+        digest = hashlib.sha256(key.encode()).hexdigest()[:24]
+
+        def compute() -> torch.Tensor:
+            w = loaded.zero_shot_weights(classes)
+            assert w is not None
+            return w
+
+        return cached_tensor(self.cache_dir / "zeroshot" / f"{digest}.pt", compute,
+                             valid=lambda t: t.shape == (len(classes), loaded.feature_dim))  # fmt: skip
+
+
+def _subset(ex: Examples, idx: list[int]) -> Examples:
+    return Examples(
+        paths=[ex.paths[i] for i in idx],
+        labels=[ex.labels[i] for i in idx],
+        groups=[ex.groups[i] for i in idx] if ex.groups is not None else None,
+        group_names=ex.group_names,
+    )
