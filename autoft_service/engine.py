@@ -266,6 +266,21 @@ class _SearchCallback(Callback):
         if not self.flush(TRACKING_GRACE_S):
             self.lost = [f"trial {ev.number}: {what}" for ev, what, _ in self.pending]
             log.error("MLflow unreachable: %d tracking writes lost: %s", len(self.lost), self.lost[:20])
+            return
+        # a create the HTTP client or this callback retried may have left a second run for a trial
+        keep = {
+            e.number: e.mlflow_run_id
+            for e in self.events.values()
+            if e.number is not None and e.mlflow_run_id is not None
+        }
+        if keep:
+            try:
+                n = self.tracker.delete_duplicate_children(self.experiment_id, self.parent_run_id, keep)
+            except Exception as e:  # a leftover run is untidy, not wrong: never fail the search for it
+                log.warning("could not check MLflow for duplicate trial runs: %s", e)
+            else:
+                if n:
+                    log.warning("deleted %d duplicate trial run(s) left by retried MLflow writes", n)
 
 
 def _pareto(spec: JobSpec, trials: list[optuna.trial.FrozenTrial]) -> list[dict[str, Any]]:

@@ -107,6 +107,32 @@ class Tracker:
         )
         return runs[0].info.run_id if runs else None
 
+    def delete_duplicate_children(self, experiment_id: str, parent_run_id: str, keep: dict[int, str]) -> int:
+        """Delete the extra child runs of the trials in ``keep`` (trial number -> its run); return how many.
+
+        A request the HTTP client retried after the server had applied it (a lost reply) creates a second
+        run that nobody holds. Only the trials named in ``keep`` are touched: runs of trials recorded by an
+        earlier owner of the job (before a resume) stay.
+        """
+        extra, token = [], None
+        while True:
+            page = self.client.search_runs(
+                [experiment_id],
+                filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
+                max_results=1000,
+                page_token=token,
+            )
+            for r in page:
+                number = r.data.tags.get(TRIAL_TAG, "")
+                if number.isdigit() and int(number) in keep and keep[int(number)] != r.info.run_id:
+                    extra.append(r.info.run_id)
+            token = page.token
+            if not token:
+                break
+        for rid in extra:
+            self.client.delete_run(rid)
+        return len(extra)
+
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
         items = [Param(k, str(v)[:_MAX_PARAM]) for k, v in params.items()]
         for i in range(0, len(items), 100):

@@ -107,3 +107,29 @@ def test_params_failure_after_create_reuses_the_run_and_metrics_are_not_doubled(
     history = tracker.client.get_metric_history(children[0].info.run_id, "ood_val/accuracy")
     assert len({(m.step, m.timestamp, m.value) for m in history}) == 1
     assert children[0].data.params["optim/lr"] == "0.02"
+
+
+def test_a_run_the_http_client_created_twice_is_deleted_at_the_end(
+    setup: tuple[Tracker, _SearchCallback, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tracker, cb, exp = setup
+    # a run of trial 7, recorded before a resume by an earlier owner of the job, must survive the cleanup
+    earlier = tracker.start_child(exp, cb.parent_run_id, "job-x", 7, {"optim/lr": 0.5})
+    create_run = tracker.client.create_run
+
+    def applied_twice(*args: Any, **kwargs: Any) -> Any:  # the client re-sent a POST whose reply was lost
+        create_run(*args, **kwargs)
+        return create_run(*args, **kwargs)
+
+    monkeypatch.setattr(tracker.client, "create_run", applied_twice)
+    trial = _trial({"optim": {"lr": 0.03}})
+    cb.on_trial_start(0, [], trial)
+    monkeypatch.setattr(tracker.client, "create_run", create_run)
+    assert not cb.pending and cb.deferred == 0  # nothing failed as far as the callback knows
+    cb.on_trial_complete(0, [], trial)
+    before = tracker.client.search_runs([exp], filter_string="tags.`autoft.trial` = '0'")
+    assert len(before) == 2
+
+    cb.on_experiment_end([])
+    children = tracker.client.search_runs([exp], filter_string="tags.`autoft.role` = 'trial'")
+    assert sorted(r.info.run_id for r in children) == sorted([cb.events["t0"].mlflow_run_id, earlier])
