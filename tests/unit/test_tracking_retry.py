@@ -105,7 +105,7 @@ def test_params_failure_after_create_reuses_the_run_and_metrics_are_not_doubled(
     children = tracker.client.search_runs([exp], filter_string="tags.`autoft.role` = 'trial'")
     assert len(children) == 1
     history = tracker.client.get_metric_history(children[0].info.run_id, "ood_val/accuracy")
-    assert len({(m.step, m.timestamp, m.value) for m in history}) == 1
+    assert [(m.step, m.value) for m in history] == [(3, 0.75)]  # the retry repeated the same point
     assert children[0].data.params["optim/lr"] == "0.02"
 
 
