@@ -31,6 +31,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from autoft_service.errors import InvalidSpec
+from workers.disk_cache import file_lock
 from workers.images.paths import confine, spec_error
 from workers.images.preprocess import Preprocess
 
@@ -459,8 +460,9 @@ def decode_images(
     """Decode ``paths`` into a uint8 tensor ``[N, 3, H, W]`` in ``preprocess``'s geometry, cached on disk.
 
     The cache entry ``cache_dir/images/<key>.npy`` is keyed by the geometry and every file's path, size and
-    modification time; it is written once (atomically) and then memory-mapped read-only, so every process
-    on the machine shares the same pages. The returned tensor is a view of that mapping: never modify it in
+    modification time; it is written once (atomically, under a file lock, so processes that ask at the same
+    time wait for the first instead of decoding too) and then memory-mapped read-only, so every process on
+    the machine shares the same pages. The returned tensor is a view of that mapping: never modify it in
     place (copy, or move it to a device, first). ``workers > 1`` decodes in threads. An unreadable image
     raises :class:`InvalidSpec` naming the file (and ``field``, when given).
     """
@@ -468,21 +470,26 @@ def decode_images(
     shape = (len(paths), 3, h, w)
     if not paths:
         return torch.empty(shape, dtype=torch.uint8)
+    key = _cache_key(paths, preprocess, field)
     folder = Path(cache_dir) / "images"
-    file = folder / f"{_cache_key(paths, preprocess, field)}.npy"
+    file = folder / f"{key}.npy"
     cached = _open_cached(file, shape)
     if cached is not None:
         return _as_tensor(cached)
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{file.stem}.{os.getpid()}.{uuid.uuid4().hex}.tmp.npy"
-    try:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
-        _fill(out, paths, lambda p: _decode_one(p, preprocess, field), workers)
-        out.flush()
-        del out
-        os.replace(tmp, file)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with file_lock(Path(cache_dir) / "locks" / f"images-{key}.lock"):
+        cached = _open_cached(file, shape)  # written by another process while this one waited
+        if cached is not None:
+            return _as_tensor(cached)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{file.stem}.{os.getpid()}.{uuid.uuid4().hex}.tmp.npy"
+        try:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+            _fill(out, paths, lambda p: _decode_one(p, preprocess, field), workers)
+            out.flush()
+            del out
+            os.replace(tmp, file)
+        finally:
+            tmp.unlink(missing_ok=True)
     arr = _open_cached(file, shape)
     if arr is None:  # pragma: no cover - only if another process wrote a broken file in between
         raise RuntimeError(f"image cache {file} was replaced by an unreadable file")

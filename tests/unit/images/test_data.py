@@ -6,9 +6,11 @@ from __future__ import annotations
 import csv
 import os
 import sys
+import time
 import warnings
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -425,6 +427,26 @@ def test_decode_is_cached_on_disk_and_memory_mapped(
         f.seek(-1, os.SEEK_END)
         f.write(bytes([255 - last]))
     assert int(second[-1, -1, -1, -1]) == 255 - last
+
+
+def test_processes_asking_at_once_decode_once(
+    tmp_path: Path, synthetic: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two workers that find no cache entry at the same time: one decodes, the other waits and maps it."""
+    decoded: list[Path] = []
+    real = data._decode_one
+
+    def slow(path: Path, *a: Any, **kw: Any) -> Any:
+        decoded.append(path)
+        time.sleep(0.02)
+        return real(path, *a, **kw)
+
+    monkeypatch.setattr(data, "_decode_one", slow)
+    pre, cache = Preprocess(input_size=(16, 16), resize=18), tmp_path / "cache"
+    with ThreadPoolExecutor(2) as pool:  # flock locks conflict between two opens, in one process too
+        a, b = pool.map(lambda _: decode_images(synthetic, pre, cache), range(2))
+    assert len(decoded) == len(synthetic)
+    assert torch.equal(a, b)
 
 
 def test_decode_cache_depends_on_geometry_and_files(
