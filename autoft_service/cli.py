@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 import time
 import uuid
@@ -235,6 +236,109 @@ def runner_cmd(data_dir: DataDir = None, ray_address: RayAddress = None) -> None
         r.run_forever()
     except KeyboardInterrupt:
         r.stop_event.set()
+
+
+# The machine's task cache ------------------------------------------------------------------------------------
+cache_app = typer.Typer(
+    help="Inspect and prune this machine's task cache (decoded images, frozen features, zero-shot heads). "
+    "Every entry is recomputed when needed again; on a cluster, run it on each node.",
+    no_args_is_help=True,
+)
+app.add_typer(cache_app, name="cache")
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_SIZE_UNITS = {"": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4,
+               "ki": 1024, "mi": 1024**2, "gi": 1024**3, "ti": 1024**4}  # fmt: skip
+
+
+def parse_duration(text: str, option: str) -> float:
+    """``90s``, ``45m``, ``12h``, ``30d``, ``2w`` -> seconds."""
+    t = text.strip().lower()
+    try:
+        value, unit = float(t[:-1]), _DURATION_UNITS[t[-1:]]
+    except (KeyError, ValueError):
+        raise typer.BadParameter(
+            f"{text!r} is not a duration like 30d, 12h, 45m or 90s", param_hint=option
+        ) from None
+    if not math.isfinite(value) or value < 0:
+        raise typer.BadParameter(f"{text!r}: must be a finite, non-negative duration", param_hint=option)
+    return value * unit
+
+
+def parse_size(text: str, option: str) -> int:
+    """``500MB``, ``20G``, ``1.5TiB``, ``4096`` -> bytes (k/M/G/T are powers of 1000, Ki/Mi/Gi/Ti of 1024)."""
+    t = text.strip().lower().removesuffix("bytes").removesuffix("byte").removesuffix("b")
+    num = t.rstrip("kmgti")
+    try:
+        value, unit = float(num), _SIZE_UNITS[t[len(num) :]]
+    except (KeyError, ValueError):
+        raise typer.BadParameter(f"{text!r} is not a size like 20GB, 500MiB or 4096", param_hint=option) from None
+    if not math.isfinite(value) or value < 0:
+        raise typer.BadParameter(f"{text!r}: must be a finite, non-negative size", param_hint=option)
+    return int(value * unit)
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{max(seconds, 0):.0f}s"
+
+
+@cache_app.command("info")
+def cache_info(data_dir: DataDir = None) -> None:
+    """Entries and sizes per kind, with the age of each kind's least recently used entry."""
+    from workers.disk_cache import cache_entries
+
+    root = _settings(data_dir).cache_dir
+    entries, now = cache_entries(root), time.time()
+    table = Table(title=f"task cache {root}")
+    for col in ("kind", "entries", "size", "least recently used"):
+        table.add_column(col, justify="left" if col == "kind" else "right")
+    for kind in sorted({e.kind for e in entries}):
+        mine = [e for e in entries if e.kind == kind]
+        oldest = min(e.last_used for e in mine)
+        table.add_row(kind or ".", str(len(mine)), _bytes(sum(e.size for e in mine)), f"{_age(now - oldest)} ago")
+    table.add_row("total", str(len(entries)), _bytes(sum(e.size for e in entries)), "", style="bold")
+    out.print(table)
+
+
+@cache_app.command("prune")
+def cache_prune(
+    older_than: Annotated[
+        str | None, typer.Option("--older-than", help="Remove entries unused for this long (e.g. 30d, 12h).")
+    ] = None,
+    max_size: Annotated[
+        str | None,
+        typer.Option("--max-size", help="Then remove the least recently used until the cache fits (e.g. 50GB)."),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would be removed.")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Remove cache entries by age and/or to fit a size; safe while jobs run (they recompute a miss)."""
+    from workers.disk_cache import cache_entries, prune_cache
+
+    if older_than is None and max_size is None:
+        raise typer.BadParameter("give --older-than and/or --max-size", param_hint="--older-than/--max-size")
+    age = parse_duration(older_than, "--older-than") if older_than is not None else None
+    size = parse_size(max_size, "--max-size") if max_size is not None else None
+    root = _settings(data_dir).cache_dir
+    removed = prune_cache(root, older_than_s=age, max_bytes=size, dry_run=dry_run)
+    for e in removed:
+        out.print(f"{'would remove' if dry_run else 'removed'} {e.path.relative_to(root)} ({_bytes(e.size)})")
+    left = cache_entries(root)
+    out.print(
+        f"{'would free' if dry_run else 'freed'} {_bytes(sum(e.size for e in removed))} in {len(removed)} "
+        f"entries; {len(left)} entries, {_bytes(sum(e.size for e in left))} left"
+    )
 
 
 def _register_service_commands() -> None:

@@ -31,7 +31,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from autoft_service.errors import InvalidSpec
-from workers.disk_cache import file_lock
+from workers.disk_cache import file_lock, mark_used
 from workers.images.paths import confine, spec_error
 from workers.images.preprocess import Preprocess
 
@@ -475,6 +475,7 @@ def decode_images(
     file = folder / f"{key}.npy"
     cached = _open_cached(file, shape)
     if cached is not None:
+        mark_used(file)
         return _as_tensor(cached)
     with file_lock(Path(cache_dir) / "locks" / f"images-{key}.lock"):
         cached = _open_cached(file, shape)  # written by another process while this one waited

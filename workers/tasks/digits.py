@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
+from workers.disk_cache import mark_used
 from workers.tasks.base import Split, Task, TaskData, register_task
 from workers.tasks.shifts import apply_shift, broad_augment
 
@@ -154,6 +155,7 @@ class DigitsShiftTask(Task):
     def prepare(self) -> None:
         path = self._cache_path()
         if path.exists():
+            mark_used(path)
             return
         x, _ = load_digit_images()
         net = pretrain_backbone(x[self._partition()["pretrain"]], self.params.pretrain_steps, seed=0)
@@ -165,10 +167,14 @@ class DigitsShiftTask(Task):
 
     def load(self) -> TaskData:
         path = self._cache_path()
-        if not path.exists():
-            self.prepare()
+        self.prepare()  # a no-op when the backbone is cached
         backbone = DigitsCNN()
-        backbone.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:  # the cache was pruned in between
+            self.prepare()
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        backbone.load_state_dict(state)
         x, y = load_digit_images()
         parts = self._partition()
         p = self.params

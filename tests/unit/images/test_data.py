@@ -429,6 +429,15 @@ def test_decode_is_cached_on_disk_and_memory_mapped(
     assert int(second[-1, -1, -1, -1]) == 255 - last
 
 
+def test_a_decode_cache_hit_renews_the_entry_for_pruning(tmp_path: Path, synthetic: list[Path]) -> None:
+    pre, cache = Preprocess(input_size=(16, 16), resize=18), tmp_path / "cache"
+    decode_images(synthetic, pre, cache)
+    (entry,) = (cache / "images").glob("*.npy")
+    os.utime(entry, (1e9, 1e9))  # 2001
+    decode_images(synthetic, pre, cache)
+    assert time.time() - entry.stat().st_mtime < 60
+
+
 def test_processes_asking_at_once_decode_once(
     tmp_path: Path, synthetic: list[Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
