@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -107,8 +108,12 @@ class Stack:
                 os.killpg(p.pid, signal.SIGKILL)
 
     def log_tail(self, n: int = 4000) -> str:
+        """The end of the newest server's log, without the access lines of the tests' polling."""
         logs = sorted(self.log_dir.glob("server-*.log"))
-        return logs[-1].read_text()[-n:] if logs else ""
+        if not logs:
+            return ""
+        lines = [ln for ln in logs[-1].read_text().splitlines() if not re.search(r'"GET /v1/\S+ HTTP', ln)]
+        return "\n".join(lines)[-n:]
 
 
 def api(stack: Stack, key: str | None) -> httpx.Client:
