@@ -45,8 +45,9 @@ def test_trials_continue_while_mlflow_is_down(native_stack: dict[str, str]) -> N
         subprocess.run([script, "mlflow-stop", env["STACK_DIR"]], env=env, check=True, timeout=60)
         down_at = time.time()
         done_while_down = c.get(f"/v1/jobs/{job_id}").json()["progress"]["trials_done"]
-        deadline = time.time() + 300
-        while c.get(f"/v1/jobs/{job_id}").json()["progress"]["trials_done"] < done_while_down + 2:
+        deadline, want = time.time() + 300, min(done_while_down + 2, budget)
+        while (j := c.get(f"/v1/jobs/{job_id}").json())["progress"]["trials_done"] < want:
+            assert j["state"] == "running", (j["state"], j.get("error"))
             assert time.time() < deadline, "the search stalled while MLflow was down"
             time.sleep(0.3)
         time.sleep(max(0.0, 8.0 - (time.time() - down_at)))  # down at least 8 s
