@@ -13,11 +13,12 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -97,15 +98,28 @@ class Tracker:
         self.log_params(rid, params)
         return rid
 
+    def _children(
+        self, experiment_id: str, parent_run_id: str, where: str = "", order_by: list[str] | None = None
+    ) -> Iterator[Run]:
+        """Every child run of ``parent_run_id`` (matching ``where``, if given), page by page."""
+        query = f"tags.`{PARENT_TAG}` = '{parent_run_id}'" + (f" and {where}" if where else "")
+        token = None
+        while True:
+            page = self.client.search_runs(
+                [experiment_id], filter_string=query, order_by=order_by, max_results=1000, page_token=token
+            )
+            yield from page
+            token = page.token
+            if not token:
+                return
+
     def find_child(self, experiment_id: str, parent_run_id: str, number: int | None) -> str | None:
         """The oldest child run of ``parent_run_id`` recorded for trial ``number``, if any."""
-        runs = self.client.search_runs(
-            [experiment_id],
-            filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}' and tags.`{TRIAL_TAG}` = '{number}'",
-            order_by=["attributes.start_time ASC"],
-            max_results=1,
+        runs = self._children(
+            experiment_id, parent_run_id, f"tags.`{TRIAL_TAG}` = '{number}'", ["attributes.start_time ASC"]
         )
-        return runs[0].info.run_id if runs else None
+        run = next(runs, None)
+        return run.info.run_id if run is not None else None
 
     def delete_duplicate_children(self, experiment_id: str, parent_run_id: str, keep: dict[int, str]) -> int:
         """Delete the extra child runs of the trials in ``keep`` (trial number -> its run); return how many.
@@ -114,21 +128,11 @@ class Tracker:
         run that nobody holds. Only the trials named in ``keep`` are touched: runs of trials recorded by an
         earlier owner of the job (before a resume) stay.
         """
-        extra, token = [], None
-        while True:
-            page = self.client.search_runs(
-                [experiment_id],
-                filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
-                max_results=1000,
-                page_token=token,
-            )
-            for r in page:
-                number = r.data.tags.get(TRIAL_TAG, "")
-                if number.isdigit() and int(number) in keep and keep[int(number)] != r.info.run_id:
-                    extra.append(r.info.run_id)
-            token = page.token
-            if not token:
-                break
+        extra = []
+        for r in self._children(experiment_id, parent_run_id):
+            number = r.data.tags.get(TRIAL_TAG, "")
+            if number.isdigit() and int(number) in keep and keep[int(number)] != r.info.run_id:
+                extra.append(r.info.run_id)
         for rid in extra:
             self.client.delete_run(rid)
         return len(extra)
@@ -160,11 +164,8 @@ class Tracker:
             self.client.set_terminated(run_id, status=status)
 
     def open_children(self, parent_run_id: str) -> list[str]:
-        runs = self.client.search_runs(
-            [self.client.get_run(parent_run_id).info.experiment_id],
-            filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}' and attributes.status = 'RUNNING'",
-            max_results=10_000,
-        )
+        experiment_id = self.client.get_run(parent_run_id).info.experiment_id
+        runs = self._children(experiment_id, parent_run_id, "attributes.status = 'RUNNING'")
         return [r.info.run_id for r in runs]
 
     def close_children(self, parent_run_id: str, status: str = "KILLED") -> int:

@@ -133,3 +133,13 @@ def test_a_run_the_http_client_created_twice_is_deleted_at_the_end(
     cb.on_experiment_end([])
     children = tracker.client.search_runs([exp], filter_string="tags.`autoft.role` = 'trial'")
     assert sorted(r.info.run_id for r in children) == sorted([cb.events["t0"].mlflow_run_id, earlier])
+
+
+def test_close_children_closes_only_the_runs_still_open(setup: tuple[Tracker, _SearchCallback, str]) -> None:
+    tracker, cb, exp = setup
+    runs = [tracker.start_child(exp, cb.parent_run_id, "job-x", n, {}) for n in range(3)]
+    tracker.end_run(runs[0], "FINISHED")
+    assert sorted(tracker.open_children(cb.parent_run_id)) == sorted(runs[1:])
+    assert tracker.close_children(cb.parent_run_id) == 2
+    assert [tracker.client.get_run(r).info.status for r in runs] == ["FINISHED", "KILLED", "KILLED"]
+    assert tracker.find_child(exp, cb.parent_run_id, 1) == runs[1] and tracker.find_child(exp, cb.parent_run_id, 9) is None
