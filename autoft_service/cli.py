@@ -287,8 +287,8 @@ def _bytes(n: float) -> str:
 
 
 def _age(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
+    for unit in ("d", "h", "m"):
+        if seconds >= (size := _DURATION_UNITS[unit]):
             return f"{seconds / size:.1f}{unit}"
     return f"{max(seconds, 0):.0f}s"
 
