@@ -36,7 +36,7 @@ from autoft_service.spec import parse_spec
 from workers.accel import Accel
 from workers.images.synthetic_data import make_image_folder
 from workers.images.tiny_models import save_tiny_timm
-from workers.trainable import prepared_task
+from workers.prepared import prepared_task
 
 
 def raw_loop(prepared: Any, accel: Accel, batch_size: int, steps: int, warmup: int) -> float:

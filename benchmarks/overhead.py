@@ -23,7 +23,10 @@ from autoft_service.search.space import full_params
 from autoft_service.settings import Settings
 from autoft_service.spec import parse_spec
 from benchmarks._common import demo_spec_dict
-from workers.trainable import prepared_task, run_objective, split_config
+from workers.accel import Accel
+from workers.autoft import RunBudget, run_objective
+from workers.prepared import prepared_task
+from workers.trial_config import TrialConfig
 
 
 def main() -> None:
@@ -67,10 +70,14 @@ def main() -> None:
     t0 = time.perf_counter()
     prepared = prepared_task(spec1.task.name, spec1.task.params, str(settings.cache_dir))
     for cfg in configs:
-        w, lr, wd, seed = split_config(cfg)
-        run_objective(prepared, w, lr, wd, seed, steps=args.inner_steps, batch_size=spec1.budget.batch_size,
-                      eval_every=spec1.budget.eval_every, metrics=("accuracy", "macro_f1", "worst_group_accuracy"),
-                      device=torch.device("cpu"))  # fmt: skip
+        budget = RunBudget(
+            args.inner_steps,
+            spec1.budget.batch_size,
+            ("accuracy", "macro_f1", "worst_group_accuracy"),
+            spec1.budget.eval_every,
+        )
+        run_objective(prepared, TrialConfig.from_flat(cfg), budget, accel=Accel(torch.device("cpu")),
+                      final_eval=False)  # fmt: skip
     loop = time.perf_counter() - t0
     n = args.trials
     table.add_row("plain Python loop", "1", f"{loop:.1f}", f"{loop:.1f}", f"{loop / n:.2f}", "1.00")

@@ -12,16 +12,14 @@ from typing import Any
 import torch
 
 from workers.accel import Accel
+from workers.autoft import RunBudget, run_objective
+from workers.ft_methods import create_method, train_with_method, wise_ft_sweep
+from workers.ft_methods.base import HeadInit
 from workers.model import Classifier
-from workers.trainable import (
-    TrialContext,
-    WorkerContext,
-    method_config,
-    prepared_task,
-    run_objective,
-    split_config,
-)
+from workers.prepared import PreparedTask, WorkerContext, build_model, prepared_task
+from workers.trainable import TrialContext
 from workers.training import add_mean_ood, evaluate
+from workers.trial_config import TrialConfig
 
 
 class FinalContext(WorkerContext):
@@ -51,27 +49,19 @@ def run_method(
     """
     accel, prepared = ctx.start()
     device = accel.device
-    data = prepared.data
     info: dict[str, Any] = {}
     extra: list[dict[str, Any]] = []
     if row == "autoft":
         if objective is None:
             raise ValueError("autoft needs the searched objective")
-        weights, lr, wd, seed = split_config(objective)
-        method, method_params = method_config(objective)
-        model = run_objective(
-            prepared, weights, lr, wd, seed,
-            steps=ctx.steps, batch_size=ctx.batch_size, eval_every=0, metrics=ctx.metrics, device=device,
-            method=method, method_params=method_params, accel=accel,
+        result = run_objective(
+            prepared, TrialConfig.from_flat(objective), RunBudget(ctx.steps, ctx.batch_size, ctx.metrics),
+            accel=accel,
         )  # fmt: skip
-        metrics = add_mean_ood(
-            evaluate(model, data.splits(), ctx.metrics, data.num_classes, device, accel=accel), ctx.metrics
-        )
+        model, metrics = result.model, result.metrics
         if ctx.wise_ft_alphas:
             extra.append(_wise_ft_row(prepared, model, ctx, accel))
     else:
-        from workers.ft_methods import create_method, train_with_method
-
         method_params = dict(params or {})
         if (name or row) == "lp":
             method_params.setdefault("head_init", "lp")  # start from the task's full-batch probe head
@@ -88,12 +78,11 @@ def run_method(
     return {"method": row, "metrics": metrics, "info": info, "state_dict": state, "extra": extra}
 
 
-def _wise_ft_row(prepared: Any, model: Classifier, ctx: FinalContext, accel: Accel) -> dict[str, Any]:
+def _wise_ft_row(
+    prepared: PreparedTask, model: Classifier, ctx: FinalContext, accel: Accel
+) -> dict[str, Any]:
     """WiSE-FT on the AutoFT model: interpolate from its starting point (pretrained backbone + LP head),
     choose α on OOD val, evaluate the chosen model on every split."""
-    from workers.ft_methods import wise_ft_sweep
-    from workers.trainable import build_model
-
     data, device = prepared.data, accel.device
     theta0 = build_model(prepared, "lp", 0, device, accel=accel).state_dict()
     split, _, name = ctx.select_metric.partition("/")
@@ -133,35 +122,29 @@ def model_from_state(
 ) -> tuple[Classifier, torch.Tensor]:
     """Rebuild a trained classifier on CPU from :func:`run_method`'s state dict, with an example input."""
     prepared = prepared_task(ctx.task_name, ctx.task_params, ctx.cache_dir)
-    from workers.trainable import build_model
-
     model = build_model(prepared, "lp", 0, torch.device("cpu"))
     model.load_state_dict(state_dict)
     return model.eval(), prepared.data.id_val.x[:2].clone()
 
 
-def _trial_score(
-    ctx: TrialContext, metric: str, weights: dict[str, float], lr: float, wd: float, seed: int, **kw: Any
-) -> float:
+def _trial_score(ctx: TrialContext, metric: str, config: TrialConfig, head: HeadInit = "lp") -> float:
     """One trial-budget fine-tune (as in the search); ``metric`` at its last evaluation."""
     accel, prepared = ctx.start()
     last: dict[str, float] = {}
+    budget = RunBudget(ctx.inner_steps, ctx.batch_size, ctx.metrics)
     run_objective(
-        prepared, weights, lr, wd, seed,
-        steps=ctx.inner_steps, batch_size=ctx.batch_size, eval_every=0, metrics=ctx.metrics,
-        device=accel.device, on_eval=lambda step, m: last.update(m), accel=accel, reuse_model=True, **kw,
+        prepared, config, budget, accel=accel, on_eval=lambda step, m: last.update(m), head=head,
+        reuse_model=True, final_eval=False,
     )  # fmt: skip
     return float(last[metric])
 
 
 def reevaluate(ctx: TrialContext, objective: dict[str, Any], seed: int, metric: str) -> float:
     """Rerun one trial's objective with another seed (same inner budget); return ``metric`` at the end."""
-    weights, lr, wd, _ = split_config(objective)
-    method, method_params = method_config(objective)
-    return _trial_score(ctx, metric, weights, lr, wd, seed, method=method, method_params=method_params)
+    return _trial_score(ctx, metric, TrialConfig.from_flat(objective).with_seed(seed))
 
 
 def reference_ft(ctx: TrialContext, lr: float, weight_decay: float, metric: str) -> float:
     """Plain fine-tuning (cross-entropy from a fresh head) on the trial budget: the reference for the
     "ID val may drop at most X" constraint."""
-    return _trial_score(ctx, metric, {"ce": 1.0}, lr, weight_decay, 0, head="random")
+    return _trial_score(ctx, metric, TrialConfig({"ce": 1.0}, lr, weight_decay, 0), head="random")

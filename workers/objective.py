@@ -71,9 +71,11 @@ def needs_text_tower(weights: dict[str, float]) -> bool:
     return any(w != 0.0 and LOSS_TERMS.get(k).needs_text_tower for k, w in weights.items())
 
 
-def train_text_tower(model: nn.Module) -> None:
-    """Make the text tower trainable (FLYP-style terms fine-tune both towers)."""
+def text_tower_names(model: nn.Module) -> list[str]:
+    """Names of the text tower's parameters (``model.backbone.text_parameters()``), in model order; empty
+    when the model is not a dual encoder. FLYP-style terms and methods train them too."""
     params = getattr(getattr(model, "backbone", None), "text_parameters", None)
-    if callable(params):
-        for p in params():
-            p.requires_grad_(True)
+    if not callable(params):
+        return []
+    ids = {id(p) for p in params()}
+    return [n for n, p in model.named_parameters() if id(p) in ids]

@@ -1,54 +1,19 @@
 """What runs inside a trial: a short fine-tune from the pretrained weights, scored on OOD validation.
 
-The trainable receives a validated :class:`TrialContext` (never the environment) plus the sampled config
-(``loss/<term>/weight``, ``optim/lr``, ``optim/weight_decay``, ``train/seed``). It reports after every
-``eval_every`` inner steps, so an ASHA scheduler sees each rung; the reported ``step`` is the scheduler's
-time attribute.
+The Ray Tune function trainable receives a validated :class:`TrialContext` (never the environment) plus the
+sampled config (read by :class:`~workers.trial_config.TrialConfig`). It reports after every ``eval_every``
+inner steps, so an ASHA scheduler sees each rung; the reported ``step`` is the scheduler's time attribute.
 """
 
 from __future__ import annotations
 
-import copy
-import hashlib
-import threading
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import torch
-from pydantic import BaseModel, ConfigDict
+from workers.autoft import RunBudget, run_objective
+from workers.prepared import WorkerContext
+from workers.trial_config import TrialConfig, flatten_config
 
-from workers.accel import Accel, Precision
-from workers.disk_cache import cached_tensor
-from workers.model import Classifier
-from workers.objective import Objective, needs_text_tower, snapshot_params, text_tower, train_text_tower
-from workers.tasks.base import Task, TaskData
-from workers.tasks.base import resolve_task as _resolve_task
-from workers.training import extract_features, fine_tune, fresh_head, linear_probe, seed_everything
-
-
-class WorkerContext(BaseModel):
-    """What every Ray task or trial of a job needs to find its task and its hardware."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    task_name: str
-    task_params: dict[str, Any]
-    cache_dir: str
-    use_gpu: bool = False
-    cpu_threads: int = 1
-    precision: Precision = "auto"
-
-    def accel(self) -> Accel:
-        return Accel.for_run(device_for(self.use_gpu), self.precision, self.cpu_threads)
-
-    def start(self) -> tuple[Accel, PreparedTask]:
-        """In the worker: size torch's thread pool to the CPUs given, pick the hardware path and load the
-        task (once per process)."""
-        torch.set_num_threads(max(1, self.cpu_threads))
-        accel = self.accel()
-        return accel, prepared_task(self.task_name, self.task_params, self.cache_dir, accel.device)
+__all__ = ["TrialContext", "autoft_trial", "flatten_config"]
 
 
 class TrialContext(WorkerContext):
@@ -59,221 +24,9 @@ class TrialContext(WorkerContext):
     batch_size: int
     metrics: tuple[str, ...]
 
-
-@dataclass
-class PreparedTask:
-    """A task loaded once per worker process: data, pretrained weights and the LP head.
-
-    ``resident`` holds, per device, the one model this worker trains search trials in: it is reset in place
-    to the pretrained weights at the start of every trial (:func:`build_model` with ``reuse=True``), so a
-    trial neither re-reads the weights nor allocates a new model on the GPU."""
-
-    data: TaskData
-    lp_head: torch.nn.Linear
-    resident: dict[str, Classifier] = field(default_factory=dict)
-
-
-_cache: dict[str, PreparedTask] = {}
-_cache_lock = threading.Lock()
-
-
-def prepared_task(
-    task_name: str,
-    task_params: Mapping[str, Any],
-    cache_dir: str | Path,
-    device: torch.device | None = None,
-) -> PreparedTask:
-    """Load (once per process) the task's data, backbone and linear-probe head; later calls are free.
-
-    The frozen ID-train features the LP head is fitted on are cached on disk (keyed by the task and a
-    fingerprint of the pretrained weights), so only the first worker on a machine runs the backbone over
-    the training set; ``device`` is where that extraction runs (fp32)."""
-    key = repr((task_name, sorted(task_params.items()), str(cache_dir)))
-    with _cache_lock:
-        if key not in _cache:
-            task: Task = _resolve_task(task_name).create(dict(task_params), Path(cache_dir))
-            data = task.load()
-            if data.init_head is not None:  # the task's own starting head (e.g. CLIP zero-shot)
-                head = data.init_head
-            else:
-                feats = frozen_train_features(data, Path(cache_dir), key, device or torch.device("cpu"))
-                head = linear_probe(
-                    data.backbone, data.id_train, data.feature_dim, data.num_classes,
-                    device=torch.device("cpu"), features=feats,
-                )  # fmt: skip
-            _cache[key] = PreparedTask(data=data, lp_head=head)
-        return _cache[key]
-
-
-def weights_fingerprint(module: torch.nn.Module) -> str:
-    """A hash of every parameter and buffer (names, shapes and bytes)."""
-    h = hashlib.blake2b(digest_size=16)
-    for name, t in [*module.named_parameters(), *module.named_buffers()]:
-        h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
-        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-def frozen_train_features(
-    data: TaskData, cache_dir: Path, task_key: str, device: torch.device
-) -> torch.Tensor:
-    """The pretrained backbone's features of ID train, computed once per machine and cached on disk.
-
-    Concurrent workers take a file lock, so one computes while the others wait and then read."""
-    digest = hashlib.sha256(f"{task_key}|{weights_fingerprint(data.backbone)}".encode()).hexdigest()[:24]
-
-    def compute() -> torch.Tensor:
-        backbone = copy.deepcopy(data.backbone).to(device)
-        return extract_features(backbone, data.id_train.x, device)
-
-    return cached_tensor(
-        cache_dir / "features" / f"{digest}.pt",
-        compute,
-        valid=lambda t: t.shape == (len(data.id_train), data.feature_dim),
-    )
-
-
-def device_for(use_gpu: bool) -> torch.device:
-    return torch.device("cuda") if use_gpu and torch.cuda.is_available() else torch.device("cpu")
-
-
-def split_config(config: Mapping[str, Any]) -> tuple[dict[str, float], float, float, int]:
-    """Flattened trial config → (loss weights by term, lr, weight decay, seed)."""
-    flat = flatten_config(config)
-    weights = {k.split("/")[1]: float(v) for k, v in flat.items() if k.startswith("loss/")}
-    return weights, float(flat["optim/lr"]), float(flat["optim/weight_decay"]), int(flat["train/seed"])
-
-
-def method_config(config: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]:
-    """Flattened trial config → (searched training method or None for plain AdamW, its parameters).
-
-    ``method/name`` picks the method; ``method/<name>/<param>`` are its hyperparameters, where a dotted
-    param (``lr_multipliers.group0``) is nested back into a dict.
-    """
-    flat = flatten_config(config)
-    name = flat.get("method/name")
-    if name is None or name == "adamw":
-        return None, {}
-    params: dict[str, Any] = {}
-    prefix = f"method/{name}/"
-    for k, v in flat.items():
-        if k.startswith(prefix):
-            head, _, sub = k[len(prefix) :].partition(".")
-            if sub:
-                params.setdefault(head, {})[sub] = v
-            else:
-                params[head] = v
-    return str(name), params
-
-
-def flatten_config(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Tune's nested config → ``{"loss/ce/weight": ..., "optim/lr": ...}`` (keys joined with "/")."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping):
-            out.update(flatten_config(v, key + "/"))
-        else:
-            out[key] = v
-    return out
-
-
-def build_model(
-    prepared: PreparedTask,
-    head: str,
-    seed: int,
-    device: torch.device,
-    *,
-    accel: Accel | None = None,
-    reuse: bool = False,
-) -> Classifier:
-    """The pretrained backbone with the LP head (``head="lp"``) or a random one, on the device.
-
-    By default a fresh copy. With ``reuse`` the worker's resident model for this device is reset in place
-    (weights, buffers and ``requires_grad`` copied from the pristine backbone, gradients dropped, a new
-    head): only for callers that are done with the previous model, i.e. one search trial after another."""
-    accel = accel or Accel(device)
-    data = prepared.data
-    h = (
-        copy.deepcopy(prepared.lp_head)
-        if head == "lp"
-        else fresh_head(data.feature_dim, data.num_classes, seed)
-    )
-    if not reuse:
-        return accel.place(Classifier(copy.deepcopy(data.backbone), h))
-    resident = prepared.resident.get(str(device))
-    if resident is None:
-        resident = prepared.resident[str(device)] = accel.place(Classifier(copy.deepcopy(data.backbone), h))
-        return resident
-    model = resident
-    reset_in_place(model.backbone, data.backbone)
-    model.head = accel.place(h)
-    model.train()
-    return model
-
-
-@torch.no_grad()
-def reset_in_place(work: torch.nn.Module, pristine: torch.nn.Module) -> None:
-    """Copy ``pristine``'s parameters, buffers and ``requires_grad`` flags into ``work`` (same structure)."""
-    for (n, p), (n0, p0) in zip(work.named_parameters(), pristine.named_parameters(), strict=True):
-        if n != n0:
-            raise ValueError(f"resident model out of sync with the pretrained one: {n} != {n0}")
-        p.copy_(p0)
-        p.requires_grad_(p0.requires_grad)
-        p.grad = None
-    for (_, b), (_, b0) in zip(work.named_buffers(), pristine.named_buffers(), strict=True):
-        b.copy_(b0)
-
-
-def run_objective(
-    prepared: PreparedTask,
-    weights: dict[str, float],
-    lr: float,
-    weight_decay: float,
-    seed: int,
-    *,
-    steps: int,
-    batch_size: int,
-    eval_every: int,
-    metrics: tuple[str, ...],
-    device: torch.device,
-    on_eval: Callable[[int, dict[str, float]], None] | None = None,
-    head: str = "lp",
-    eval_splits: tuple[str, ...] = ("id_val", "ood_val"),
-    method: str | None = None,
-    method_params: Mapping[str, Any] | None = None,
-    accel: Accel | None = None,
-    reuse_model: bool = False,
-) -> Classifier:
-    """Fine-tune a fresh pretrained model with one objective; return the trained model.
-
-    With ``method`` (a registered fine-tuning method the search picked), that method's optimizer,
-    projections and extra terms run on top of the searched objective, from the same head."""
-    if method is not None:
-        from workers.ft_methods import create_method, train_with_method
-
-        params = dict(method_params or {})
-        m = create_method(method, params)
-        if "head_init" in type(m.params).model_fields:
-            m = create_method(method, {**params, "head_init": head})
-        return train_with_method(
-            m, prepared, steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
-            device=device, metrics=metrics, loss_weights=weights, eval_every=eval_every,
-            eval_splits=eval_splits, on_eval=on_eval, accel=accel, reuse_model=reuse_model,
-        ).model  # fmt: skip
-    g = seed_everything(seed)
-    model = build_model(prepared, head, seed, device, accel=accel, reuse=reuse_model)
-    if needs_text_tower(weights):
-        train_text_tower(model)
-    init = snapshot_params(model)
-    objective = Objective(weights, model, init, text=text_tower(model, prepared.data.class_text_tokens))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    fine_tune(
-        model, prepared.data, objective, optimizer,
-        steps=steps, batch_size=batch_size, generator=g, device=device,
-        eval_every=eval_every, eval_splits=eval_splits, metrics=metrics, on_eval=on_eval, accel=accel,
-    )  # fmt: skip
-    return model
+    def budget(self) -> RunBudget:
+        """One trial's budget, evaluated every ``eval_every`` steps."""
+        return RunBudget(self.inner_steps, self.batch_size, self.metrics, self.eval_every)
 
 
 def autoft_trial(config: dict[str, Any], ctx: TrialContext) -> None:
@@ -281,15 +34,11 @@ def autoft_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     from ray import tune
 
     accel, prepared = ctx.start()
-    weights, lr, wd, seed = split_config(config)
-    method, method_params = method_config(config)
 
     def report(step: int, metrics: dict[str, float]) -> None:
         tune.report({**metrics, "step": step})
 
     run_objective(
-        prepared, weights, lr, wd, seed,
-        steps=ctx.inner_steps, batch_size=ctx.batch_size, eval_every=ctx.eval_every,
-        metrics=ctx.metrics, device=accel.device, on_eval=report,
-        method=method, method_params=method_params, accel=accel, reuse_model=True,
+        prepared, TrialConfig.from_flat(config), ctx.budget(),
+        accel=accel, on_eval=report, reuse_model=True, final_eval=False,
     )  # fmt: skip

@@ -1,21 +1,18 @@
-"""The training loop, evaluation and linear probing. Device and seed are always passed in explicitly."""
+"""Seeding, data order, evaluation and linear probing (the training loop is :mod:`workers.ft_methods.train`). Device and seed are always passed in explicitly."""
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from workers.accel import Accel, TrainMeter, train_batches
+from workers.accel import Accel
 from workers.metrics import compute_metrics
-from workers.model import Classifier
-from workers.objective import Objective
-from workers.tasks.base import Split, TaskData
+from workers.tasks.base import Split
 
 EvalCallback = Callable[[int, dict[str, float]], None]
 
@@ -132,60 +129,3 @@ def fresh_head(feature_dim: int, num_classes: int, seed: int) -> nn.Linear:
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         return nn.Linear(feature_dim, num_classes)
-
-
-@dataclass
-class FitResult:
-    steps: int
-    last: dict[str, float]
-
-
-def fine_tune(
-    model: Classifier,
-    data: TaskData,
-    objective: Objective,
-    optimizer: torch.optim.Optimizer,
-    *,
-    steps: int,
-    batch_size: int,
-    generator: torch.Generator,
-    device: torch.device,
-    eval_every: int = 0,
-    eval_splits: Sequence[str] = ("id_val", "ood_val"),
-    metrics: Sequence[str] = ("accuracy",),
-    on_eval: EvalCallback | None = None,
-    accel: Accel | None = None,
-) -> FitResult:
-    """Run ``steps`` optimizer steps of ``objective`` on ID train.
-
-    Every ``eval_every`` steps (and at the last step) the model is evaluated on ``eval_splits`` and
-    ``on_eval(step, metrics)`` is called with the evaluation, the mean training loss components since the
-    previous evaluation (``train/loss``, ``train/loss/<term>``) and the optimizer's current LR (``optim/lr``).
-    The LR is never touched here: the optimizer runs at the LR it was built with. ``accel`` (default: fp32
-    on ``device``) sets precision, memory format and the input pipeline.
-    """
-    accel = accel or Accel(device)
-    splits = data.splits()
-    chosen = {k: splits[k] for k in eval_splits}
-    model.train()
-    batches = train_batches(data.id_train, batch_indices(len(data.id_train), batch_size, generator), accel)
-    meter = TrainMeter(accel, min(batch_size, len(data.id_train)))
-    last: dict[str, float] = {}
-    for step in range(1, steps + 1):
-        x, y = next(batches)
-        with accel.autocast():
-            features = model.features(x)
-            logits = model.head(features)
-        losses = objective(logits.float(), y, features=features)
-        optimizer.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        optimizer.step()
-        meter.add(losses)
-        if (eval_every and step % eval_every == 0) or step == steps:
-            last = meter.flush()
-            last["optim/lr"] = float(optimizer.param_groups[0]["lr"])
-            last.update(evaluate(model, chosen, metrics, data.num_classes, device, accel=accel))
-            if on_eval is not None:
-                on_eval(step, last)
-            meter.restart()
-    return FitResult(steps=steps, last=last)

@@ -12,17 +12,12 @@ import torch
 
 from tests.conftest import FAST_TASK_PARAMS
 from workers.accel import Accel, train_batches
+from workers.autoft import RunBudget, run_objective
+from workers.prepared import PreparedTask, build_model, frozen_train_features, prepared_task, reset_in_place
 from workers.tasks.base import Split
-from workers.trainable import (
-    PreparedTask,
-    TrialContext,
-    build_model,
-    frozen_train_features,
-    prepared_task,
-    reset_in_place,
-    run_objective,
-)
+from workers.trainable import TrialContext
 from workers.training import batch_indices
+from workers.trial_config import TrialConfig
 
 CPU = torch.device("cpu")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -38,10 +33,10 @@ def _run(
 ) -> tuple[torch.nn.Module, list]:
     seen: list[dict[str, float]] = []
     model = run_objective(
-        prepared, {"ce": 1.0, "l2_init": 0.5}, 1e-3, 0.01, 3, steps=steps, batch_size=16, eval_every=3,
-        metrics=("accuracy",), device=accel.device, on_eval=lambda s, m: seen.append(m), accel=accel,
-        reuse_model=reuse,
-    )  # fmt: skip
+        prepared, TrialConfig({"ce": 1.0, "l2_init": 0.5}, 1e-3, 0.01, 3),
+        RunBudget(steps, 16, ("accuracy",), eval_every=3), accel=accel, on_eval=lambda s, m: seen.append(m),
+        reuse_model=reuse, final_eval=False,
+    ).model  # fmt: skip
     return model, seen
 
 

@@ -131,7 +131,7 @@ def test_warm_start_copies_fitting_trials_once() -> None:
 
 
 def test_methods_are_a_searched_dimension_with_their_own_hyperparameters() -> None:
-    from workers.trainable import method_config
+    from workers.trial_config import PLAIN_ADAMW, TrialConfig
 
     spec = parse_spec(
         small_spec(search={"methods": ["spd", "layerwise"], "sampler": {"type": "random", "seed": 3}})
@@ -149,10 +149,13 @@ def test_methods_are_a_searched_dimension_with_their_own_hyperparameters() -> No
             assert own == {"method/spd/strength"} and 0.01 <= t.params["method/spd/strength"] <= 10
         elif name == "layerwise":
             assert "method/layerwise/lr_multipliers.group0" in own
-            method, params = method_config(t.params)
-            assert method == "layerwise" and set(params["lr_multipliers"]) >= {"group0"}
+            config = TrialConfig.from_flat(full_params(spec.search, t.params))
+            assert config.ft_method == "layerwise" and set(config.method_params["lr_multipliers"]) >= {
+                "group0"
+            }
         else:
-            assert name == "adamw" and not own and method_config(t.params) == (None, {})
+            config = TrialConfig.from_flat(full_params(spec.search, t.params))
+            assert name == PLAIN_ADAMW and not own and config.ft_method is None and config.method_params == {}
         study.tell(t, 0.0)
     assert seen == {"adamw", "spd", "layerwise"}
     with pytest.raises(InvalidSpec) as e:

@@ -7,7 +7,8 @@ in this order for one run:
 2. ``head_init()``: start from the task's linear-probe head (``"lp"``) or a seeded random one (``"random"``).
 3. ``setup(model, ctx)``: one-time work before θ0 is recorded (forward hooks, a frozen teacher, attention
    weights, a zero-shot head). It may change the model's weights; θ0 is the model *after* ``setup``.
-4. ``trainable(model)``: names of the parameters to train; every other parameter is frozen.
+4. ``trainable(model)``: names of the parameters to train (the loop adds the text tower when a loss term
+   needs it); every other parameter is frozen.
 5. ``make_optimizer(named_params, lr=, weight_decay=, init_params=)``: the optimizer over the trainable
    parameters (``init_params`` holds θ0 for exactly those names).
 6. Every step: ``extra_losses(model, batch, ctx)`` (unweighted, by term name) is added to the base objective
@@ -39,6 +40,7 @@ from torch import nn
 from autoft_service.errors import InvalidSpec, UnknownFTMethod
 from workers.accel import Accel
 from workers.model import Classifier
+from workers.objective import text_tower_names
 from workers.registry import Registry
 from workers.tasks.base import TaskData
 from workers.training import evaluate
@@ -181,7 +183,7 @@ class FTMethod(ABC):  # noqa: B024 - every hook has a default; subclasses overri
     """Base class of every fine-tuning method (see the module docstring for the hook order).
 
     Subclasses set ``summary`` (one line), ``paper`` (the citation, with a link) and ``Params``, and override
-    the hooks they need. The defaults are plain fine-tuning: every parameter trained with AdamW at the
+    the hooks they need. The defaults are plain fine-tuning: every parameter that requires grad trained with AdamW at the
     caller's LR and weight decay on cross-entropy, no extra loss, nothing after a step, no post-hoc stage.
     """
 
@@ -230,8 +232,13 @@ class FTMethod(ABC):  # noqa: B024 - every hook has a default; subclasses overri
         """One-time preparation before θ0 is recorded; resets any state from a previous run."""
 
     def trainable(self, model: Classifier) -> Iterable[str]:
-        """Names of the parameters to train (the rest is frozen)."""
-        return [n for n, _ in model.named_parameters()]
+        """Names of the parameters to train (the rest is frozen).
+
+        Default: the parameters that require grad as the model is built (a CLIP text tower stays frozen),
+        plus the text tower when the method ``requires_text_tower``. The loop adds the text tower also when
+        a loss term of the objective needs it."""
+        text = set(text_tower_names(model)) if self.requires_text_tower else set()
+        return [n for n, p in model.named_parameters() if p.requires_grad or n in text]
 
     def make_optimizer(
         self,

@@ -10,8 +10,8 @@ import torch
 from workers.accel import Accel, TrainMeter, train_batches
 from workers.ft_methods.base import HEAD_PREFIX, FTMethod, RunContext, StepBatch, describe_optimizer
 from workers.model import Classifier
-from workers.objective import Objective, text_tower
-from workers.trainable import PreparedTask, build_model
+from workers.objective import Objective, needs_text_tower, text_tower, text_tower_names
+from workers.prepared import PreparedTask, build_model
 from workers.training import EvalCallback, add_mean_ood, batch_indices, evaluate, seed_everything
 
 
@@ -40,6 +40,7 @@ def train_with_method(
     on_eval: EvalCallback | None = None,
     accel: Accel | None = None,
     reuse_model: bool = False,
+    final_eval: bool = True,
 ) -> MethodResult:
     """Fine-tune a fresh copy of the task's pretrained model with ``method`` for ``steps`` AdamW-style steps.
 
@@ -51,7 +52,13 @@ def train_with_method(
     ``ood_test/<set>``, ``ood_test/mean``); ``info`` holds the method name, its resolved params, the
     optimizer as built and what ``finalize`` chose. ``accel`` sets precision, memory format and input
     pipeline; ``reuse_model`` trains the worker's resident model, reset in place to the pretrained weights
-    (see :func:`~workers.trainable.build_model`), instead of a fresh copy.
+    (see :func:`~workers.prepared.build_model`), instead of a fresh copy. Without ``final_eval`` (a search
+    trial, which only needs the ``on_eval`` reports) the evaluation on every split is skipped and
+    ``metrics`` holds only the last ``train/*`` means.
+
+    The trained parameters are :meth:`~workers.ft_methods.base.FTMethod.trainable` plus the text tower when
+    a term of the objective needs it (:func:`trainable_names`); distance-to-init terms are normalised by
+    their count.
     """
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
@@ -67,9 +74,9 @@ def train_with_method(
         method.setup(model, ctx)
         ctx.init_params = {n: p.detach().clone() for n, p in model.named_parameters()}
         ctx.initial_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        named = _freeze_all_but(model, set(method.trainable(model)))
-        anchors = {n: ctx.init_params[n] for n in named}
         weights = dict(method.default_loss_weights() if loss_weights is None else loss_weights)
+        named = _freeze_all_but(model, trainable_names(method, model, weights))
+        anchors = {n: ctx.init_params[n] for n in named}
         objective = Objective(weights, model, anchors, text=text_tower(model, data.class_text_tokens))
         optimizer = method.make_optimizer(named, lr=lr, weight_decay=weight_decay, init_params=anchors)
         term_weights = method.loss_weights()
@@ -79,9 +86,11 @@ def train_with_method(
     finally:
         method.teardown(model)
     model.eval()
-    results = add_mean_ood(
-        evaluate(model, data.splits(), metrics, data.num_classes, device, accel=accel), metrics
-    )
+    results: dict[str, float] = {}
+    if final_eval:
+        results = add_mean_ood(
+            evaluate(model, data.splits(), metrics, data.num_classes, device, accel=accel), metrics
+        )
     results.update({k: v for k, v in last.items() if k.startswith("train/")})
     info = {
         "method": method.name,
@@ -90,6 +99,14 @@ def train_with_method(
         **info,
     }
     return MethodResult(model, results, info)
+
+
+def trainable_names(method: FTMethod, model: Classifier, loss_weights: Mapping[str, float]) -> set[str]:
+    """The parameters one run trains: the method's choice, plus the text tower when a loss term needs it."""
+    names = set(method.trainable(model))
+    if needs_text_tower(dict(loss_weights)):
+        names |= set(text_tower_names(model))
+    return names
 
 
 def _freeze_all_but(model: Classifier, names: set[str]) -> dict[str, torch.nn.Parameter]:

@@ -186,7 +186,7 @@ class ImageClassificationTask(Task):
         """CLIP's zero-shot head weights, computed once per machine (classes × templates captions through
         the text tower) and cached by weights fingerprint, class names and templates."""
         from workers.disk_cache import cached_tensor
-        from workers.trainable import weights_fingerprint
+        from workers.prepared import weights_fingerprint
 
         templates = getattr(self.params.model, "templates", [])
         key = json.dumps([weights_fingerprint(loaded.backbone), classes, templates])

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tests.conftest import FAST_TASK_PARAMS
-from workers.trainable import PreparedTask, prepared_task
+from workers.prepared import PreparedTask, prepared_task
 
 
 @pytest.fixture(scope="package", autouse=True)

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from workers.ft_methods import FTMethod, MethodResult, train_with_method
-from workers.trainable import PreparedTask
+from workers.prepared import PreparedTask
 
 CPU = torch.device("cpu")
 

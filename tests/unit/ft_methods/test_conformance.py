@@ -10,7 +10,7 @@ import torch
 from autoft_service.errors import DuplicateRegistration, InvalidSpec
 from tests.unit.ft_methods.helpers import run
 from workers.ft_methods import FT_METHODS, FTMethod, UnknownFTMethod, create_method, register_ft_method
-from workers.trainable import PreparedTask
+from workers.prepared import PreparedTask
 
 
 @pytest.mark.parametrize("name", FT_METHODS.names())

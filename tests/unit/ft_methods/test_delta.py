@@ -9,9 +9,9 @@ from torch import nn
 from tests.unit.ft_methods.helpers import run
 from workers.ft_methods import create_method
 from workers.ft_methods.delta import channel_attention, default_layers, feature_map_distance
+from workers.prepared import PreparedTask
 from workers.tasks.base import Split, TaskData
 from workers.tasks.digits import DigitsCNN
-from workers.trainable import PreparedTask
 
 
 def test_zero_at_initialisation_and_positive_after_a_step(prepared: PreparedTask) -> None:

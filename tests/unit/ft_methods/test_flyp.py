@@ -14,8 +14,8 @@ from autoft_service.errors import InvalidSpec
 from tests.unit.ft_methods.helpers import run
 from workers.ft_methods import create_method, flyp_contrastive_loss
 from workers.ft_methods.flyp import check_compatible
+from workers.prepared import PreparedTask
 from workers.tasks.base import Split, TaskData
-from workers.trainable import PreparedTask
 
 
 def test_contrastive_loss_by_hand() -> None:

@@ -10,7 +10,7 @@ from tests.unit.ft_methods.helpers import run
 from workers.ft_methods import create_method
 from workers.ft_methods.l2_sp import l2_sp_terms
 from workers.model import Classifier
-from workers.trainable import PreparedTask
+from workers.prepared import PreparedTask
 
 
 def test_value_equals_the_formula() -> None:

@@ -15,7 +15,7 @@ from workers.ft_methods import (
     param_groups_with_multipliers,
 )
 from workers.model import Classifier
-from workers.trainable import PreparedTask, build_model
+from workers.prepared import PreparedTask, build_model
 
 
 @pytest.mark.parametrize("n_groups", [1, 2, 3, 4, 8])

@@ -5,8 +5,11 @@ from __future__ import annotations
 import torch
 
 from tests.unit.ft_methods.helpers import CPU, run
+from workers.accel import Accel
+from workers.autoft import RunBudget, run_objective
 from workers.ft_methods import create_method
-from workers.trainable import PreparedTask, build_model, run_objective
+from workers.prepared import PreparedTask, build_model
+from workers.trial_config import TrialConfig
 
 
 def test_lp_trains_only_the_head(prepared: PreparedTask) -> None:
@@ -27,8 +30,7 @@ def test_lp_ft_starts_from_the_probe_head(prepared: PreparedTask) -> None:
 def test_ft_matches_the_objective_loop(prepared: PreparedTask) -> None:
     result = run(create_method("ft"), prepared, steps=3, lr=3e-3, weight_decay=0.1, seed=5)
     reference = run_objective(
-        prepared, {"ce": 1.0}, 3e-3, 0.1, 5, steps=3, batch_size=16, eval_every=0, metrics=("accuracy",),
-        device=CPU, head="random",
-    )  # fmt: skip
-    ref = reference.state_dict()
+        prepared, TrialConfig({"ce": 1.0}, 3e-3, 0.1, 5), RunBudget(3, 16), accel=Accel(CPU), head="random"
+    )
+    ref = reference.model.state_dict()
     assert all(torch.equal(v, ref[k]) for k, v in result.model.state_dict().items())

@@ -9,7 +9,7 @@ from tests.unit.ft_methods.helpers import run
 from workers.ft_methods import create_method
 from workers.ft_methods.ftp import FTPAdamW
 from workers.ft_methods.projection import deviation_norm, project_onto_ball
-from workers.trainable import PreparedTask, build_model
+from workers.prepared import PreparedTask, build_model
 
 TOL = 1e-5
 

@@ -14,7 +14,7 @@ import torch
 from tests.unit.ft_methods.helpers import run
 from workers.ft_methods import create_method
 from workers.ft_methods.spd import SPDAdamW
-from workers.trainable import PreparedTask
+from workers.prepared import PreparedTask
 
 
 def spd_step(theta: list[float], grad: list[float], lr: float, lam: float) -> tuple[torch.Tensor, SPDAdamW]:

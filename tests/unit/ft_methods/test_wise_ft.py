@@ -10,7 +10,7 @@ from autoft_service.errors import InvalidSpec
 from tests.unit.ft_methods.helpers import run
 from workers.ft_methods import create_method, wise_ft_interpolate, wise_ft_sweep
 from workers.ft_methods.wise_ft import DEFAULT_ALPHAS
-from workers.trainable import PreparedTask, build_model
+from workers.prepared import PreparedTask, build_model
 
 
 def _states() -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:

@@ -10,10 +10,13 @@ import pytest
 import torch
 
 from autoft_service.errors import InvalidSpec
+from workers.accel import Accel
+from workers.autoft import RunBudget, run_objective
 from workers.images.synthetic_data import make_image_folder, make_manifest
 from workers.images.task import ImageClassificationTask
 from workers.images.tiny_models import save_tiny_open_clip, save_tiny_timm
-from workers.trainable import prepared_task, run_objective
+from workers.prepared import prepared_task
+from workers.trial_config import TrialConfig
 
 CLASSES = ["a", "b", "c"]
 CPU = torch.device("cpu")
@@ -84,15 +87,16 @@ def test_flyp_term_trains_the_text_tower(root: Path, tmp_path: Path) -> None:
     before = [p.detach().clone() for p in prepared.data.backbone.text_parameters()]  # type: ignore[operator]
     seen: list[dict[str, float]] = []
     model = run_objective(
-        prepared, {"ce": 1.0, "flyp": 1.0}, 1e-3, 0.0, 0, steps=2, batch_size=8, eval_every=2,
-        metrics=("accuracy",), device=CPU, on_eval=lambda s, m: seen.append(m),
-    )  # fmt: skip
+        prepared, TrialConfig({"ce": 1.0, "flyp": 1.0}, 1e-3, 0.0, 0), RunBudget(2, 8, eval_every=2),
+        accel=Accel(CPU), on_eval=lambda s, m: seen.append(m), final_eval=False,
+    ).model  # fmt: skip
     after = list(model.backbone.text_parameters())  # type: ignore[operator]
     assert any(not torch.equal(a, b) for a, b in zip(after, before, strict=True))
     assert seen[-1]["train/loss/flyp"] > 0
     # without the term the text tower stays frozen and untouched
-    model = run_objective(prepared, {"ce": 1.0}, 1e-3, 0.0, 0, steps=2, batch_size=8, eval_every=0,
-                          metrics=("accuracy",), device=CPU)  # fmt: skip
+    model = run_objective(
+        prepared, TrialConfig({"ce": 1.0}, 1e-3, 0.0, 0), RunBudget(2, 8), accel=Accel(CPU), final_eval=False
+    ).model
     assert all(torch.equal(a, b) for a, b in zip(model.backbone.text_parameters(), before, strict=True))  # type: ignore[operator]
 
 

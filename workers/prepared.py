@@ -1,0 +1,172 @@
+"""A task prepared once per worker process: its data, pretrained weights, LP head and resident model.
+
+:class:`WorkerContext` is what every Ray task or trial of a job gets to find its task and its hardware;
+:func:`prepared_task` loads the task once per process; :func:`build_model` gives the model a run starts from.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict
+
+from workers.accel import Accel, Precision
+from workers.disk_cache import cached_tensor
+from workers.model import Classifier
+from workers.tasks.base import Task, TaskData
+from workers.tasks.base import resolve_task as _resolve_task
+from workers.training import extract_features, fresh_head, linear_probe
+
+
+class WorkerContext(BaseModel):
+    """What every Ray task or trial of a job needs to find its task and its hardware."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    task_name: str
+    task_params: dict[str, Any]
+    cache_dir: str
+    use_gpu: bool = False
+    cpu_threads: int = 1
+    precision: Precision = "auto"
+
+    def accel(self) -> Accel:
+        return Accel.for_run(device_for(self.use_gpu), self.precision, self.cpu_threads)
+
+    def start(self) -> tuple[Accel, PreparedTask]:
+        """In the worker: size torch's thread pool to the CPUs given, pick the hardware path and load the
+        task (once per process)."""
+        torch.set_num_threads(max(1, self.cpu_threads))
+        accel = self.accel()
+        return accel, prepared_task(self.task_name, self.task_params, self.cache_dir, accel.device)
+
+
+@dataclass
+class PreparedTask:
+    """A task loaded once per worker process: data, pretrained weights and the LP head.
+
+    ``resident`` holds, per device, the one model this worker trains search trials in: it is reset in place
+    to the pretrained weights at the start of every trial (:func:`build_model` with ``reuse=True``), so a
+    trial neither re-reads the weights nor allocates a new model on the GPU."""
+
+    data: TaskData
+    lp_head: torch.nn.Linear
+    resident: dict[str, Classifier] = field(default_factory=dict)
+
+
+_cache: dict[str, PreparedTask] = {}
+_cache_lock = threading.Lock()
+
+
+def prepared_task(
+    task_name: str,
+    task_params: Mapping[str, Any],
+    cache_dir: str | Path,
+    device: torch.device | None = None,
+) -> PreparedTask:
+    """Load (once per process) the task's data, backbone and linear-probe head; later calls are free.
+
+    The frozen ID-train features the LP head is fitted on are cached on disk (keyed by the task and a
+    fingerprint of the pretrained weights), so only the first worker on a machine runs the backbone over
+    the training set; ``device`` is where that extraction runs (fp32)."""
+    key = repr((task_name, sorted(task_params.items()), str(cache_dir)))
+    with _cache_lock:
+        if key not in _cache:
+            task: Task = _resolve_task(task_name).create(dict(task_params), Path(cache_dir))
+            data = task.load()
+            if data.init_head is not None:  # the task's own starting head (e.g. CLIP zero-shot)
+                head = data.init_head
+            else:
+                feats = frozen_train_features(data, Path(cache_dir), key, device or torch.device("cpu"))
+                head = linear_probe(
+                    data.backbone, data.id_train, data.feature_dim, data.num_classes,
+                    device=torch.device("cpu"), features=feats,
+                )  # fmt: skip
+            _cache[key] = PreparedTask(data=data, lp_head=head)
+        return _cache[key]
+
+
+def weights_fingerprint(module: torch.nn.Module) -> str:
+    """A hash of every parameter and buffer (names, shapes and bytes)."""
+    h = hashlib.blake2b(digest_size=16)
+    for name, t in [*module.named_parameters(), *module.named_buffers()]:
+        h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def frozen_train_features(
+    data: TaskData, cache_dir: Path, task_key: str, device: torch.device
+) -> torch.Tensor:
+    """The pretrained backbone's features of ID train, computed once per machine and cached on disk.
+
+    Concurrent workers take a file lock, so one computes while the others wait and then read."""
+    digest = hashlib.sha256(f"{task_key}|{weights_fingerprint(data.backbone)}".encode()).hexdigest()[:24]
+
+    def compute() -> torch.Tensor:
+        backbone = copy.deepcopy(data.backbone).to(device)
+        return extract_features(backbone, data.id_train.x, device)
+
+    return cached_tensor(
+        cache_dir / "features" / f"{digest}.pt",
+        compute,
+        valid=lambda t: t.shape == (len(data.id_train), data.feature_dim),
+    )
+
+
+def device_for(use_gpu: bool) -> torch.device:
+    return torch.device("cuda") if use_gpu and torch.cuda.is_available() else torch.device("cpu")
+
+
+def build_model(
+    prepared: PreparedTask,
+    head: str,
+    seed: int,
+    device: torch.device,
+    *,
+    accel: Accel | None = None,
+    reuse: bool = False,
+) -> Classifier:
+    """The pretrained backbone with the LP head (``head="lp"``) or a random one, on the device.
+
+    By default a fresh copy. With ``reuse`` the worker's resident model for this device is reset in place
+    (weights, buffers and ``requires_grad`` copied from the pristine backbone, gradients dropped, a new
+    head): only for callers that are done with the previous model, i.e. one search trial after another."""
+    accel = accel or Accel(device)
+    data = prepared.data
+    h = (
+        copy.deepcopy(prepared.lp_head)
+        if head == "lp"
+        else fresh_head(data.feature_dim, data.num_classes, seed)
+    )
+    if not reuse:
+        return accel.place(Classifier(copy.deepcopy(data.backbone), h))
+    resident = prepared.resident.get(str(device))
+    if resident is None:
+        resident = prepared.resident[str(device)] = accel.place(Classifier(copy.deepcopy(data.backbone), h))
+        return resident
+    model = resident
+    reset_in_place(model.backbone, data.backbone)
+    model.head = accel.place(h)
+    model.train()
+    return model
+
+
+@torch.no_grad()
+def reset_in_place(work: torch.nn.Module, pristine: torch.nn.Module) -> None:
+    """Copy ``pristine``'s parameters, buffers and ``requires_grad`` flags into ``work`` (same structure)."""
+    for (n, p), (n0, p0) in zip(work.named_parameters(), pristine.named_parameters(), strict=True):
+        if n != n0:
+            raise ValueError(f"resident model out of sync with the pretrained one: {n} != {n0}")
+        p.copy_(p0)
+        p.requires_grad_(p0.requires_grad)
+        p.grad = None
+    for (_, b), (_, b0) in zip(work.named_buffers(), pristine.named_buffers(), strict=True):
+        b.copy_(b0)
