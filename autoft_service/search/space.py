@@ -12,6 +12,18 @@ from typing import Any
 import optuna
 
 from autoft_service.spec import SamplerSpec, SearchSpec
+from workers.trial_config import (
+    LR_KEY,
+    METHOD_KEY,
+    PLAIN_ADAMW,
+    SEED_KEY,
+    WEIGHT_DECAY_KEY,
+    loss_weight_key,
+    method_param_key,
+)
+
+#: The plain AutoFT training method (AdamW on the searched objective) when the search also picks methods.
+ADAMW = PLAIN_ADAMW
 
 
 def searched_terms(search: SearchSpec) -> list[str]:
@@ -27,36 +39,39 @@ class DefineByRun:
 
     def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
         search = self.search
-        fixed: dict[str, Any] = {f"loss/{t}/weight": float(w) for t, w in search.fixed_weights.items()}
         w_lo, w_hi = search.weight_range
         for t in self.terms:
-            trial.suggest_float(f"loss/{t}/weight", w_lo, w_hi, log=True)
-        if search.lr.relative_range is None:
-            fixed["optim/lr"] = search.lr.base
-        else:
+            trial.suggest_float(loss_weight_key(t), w_lo, w_hi, log=True)
+        if search.lr.relative_range is not None:
             lo, hi = search.lr.relative_range
-            trial.suggest_float("optim/lr", search.lr.base * lo, search.lr.base * hi, log=True)
-        if isinstance(search.weight_decay, (int, float)):
-            fixed["optim/weight_decay"] = float(search.weight_decay)
-        else:
-            trial.suggest_float("optim/weight_decay", *search.weight_decay)
-        if isinstance(search.seed, int):
-            fixed["train/seed"] = search.seed
-        else:
-            trial.suggest_int("train/seed", *search.seed)
+            trial.suggest_float(LR_KEY, search.lr.base * lo, search.lr.base * hi, log=True)
+        if not isinstance(search.weight_decay, (int, float)):
+            trial.suggest_float(WEIGHT_DECAY_KEY, *search.weight_decay)
+        if not isinstance(search.seed, int):
+            trial.suggest_int(SEED_KEY, *search.seed)
         if search.methods:
-            method = trial.suggest_categorical("method/name", [ADAMW, *search.methods])
+            method = trial.suggest_categorical(METHOD_KEY, [ADAMW, *search.methods])
             for pname, r in method_space(method).items():
-                key = f"method/{method}/{pname}"
+                key = method_param_key(method, pname)
                 if r.integer:
                     trial.suggest_int(key, int(r.low), int(r.high), log=r.log)
                 else:
                     trial.suggest_float(key, r.low, r.high, log=r.log)
-        return fixed
+        return fixed_params(search)
 
 
-#: The plain AutoFT training method (AdamW on the searched objective) when the search also picks methods.
-ADAMW = "adamw"
+def fixed_params(search: SearchSpec) -> dict[str, Any]:
+    """The dimensions the spec fixes (never suggested): fixed loss weights, and the LR, weight decay and
+    seed where the spec gives one value. The one place both the define-by-run function and
+    :func:`full_params` take them from."""
+    out: dict[str, Any] = {loss_weight_key(t): float(w) for t, w in search.fixed_weights.items()}
+    if search.lr.relative_range is None:
+        out[LR_KEY] = search.lr.base
+    if isinstance(search.weight_decay, (int, float)):
+        out[WEIGHT_DECAY_KEY] = float(search.weight_decay)
+    if isinstance(search.seed, int):
+        out[SEED_KEY] = search.seed
+    return out
 
 
 def method_space(name: str) -> dict[str, Any]:
@@ -90,13 +105,7 @@ def make_sampler(
 
 def full_params(search: SearchSpec, params: dict[str, Any]) -> dict[str, Any]:
     """Optuna's (searched) params of a trial plus the fixed ones: the complete objective."""
-    out = {f"loss/{t}/weight": float(w) for t, w in search.fixed_weights.items()}
-    if search.lr.relative_range is None:
-        out["optim/lr"] = search.lr.base
-    if isinstance(search.weight_decay, (int, float)):
-        out["optim/weight_decay"] = float(search.weight_decay)
-    if isinstance(search.seed, int):
-        out["train/seed"] = search.seed
+    out = fixed_params(search)
     out.update(params)
     return out
 
