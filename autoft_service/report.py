@@ -16,7 +16,10 @@ import optuna
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
+from autoft_service.search.space import space_distributions
+from autoft_service.spec import SearchSpec
 from autoft_service.store import JobRecord, TrialRecord
+from workers.trial_config import LR_KEY
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +47,10 @@ def render_report(job: JobRecord, trials: list[TrialRecord]) -> str:
     rows = [r for r in results.get("results") or [] if isinstance(r, dict)]
     charts = {
         "history": ("Optimization history", lambda: history_figure(trials, metric, mode)),
-        "importance": ("Parameter importances", lambda: importance_figure(trials, metric, mode)),
+        "importance": (
+            "Parameter importances",
+            lambda: importance_figure(trials, metric, mode, spec_distributions(job.spec)),
+        ),
         "id-vs-ood": ("ID vs OOD", lambda: id_ood_figure(rows, results.get("pareto"), metric_name)),
     }
     sections = "\n".join(
@@ -205,25 +211,60 @@ def history_figure(trials: list[TrialRecord], metric: str, mode: str) -> go.Figu
     return fig
 
 
-def _is_log_scale(name: str) -> bool:
-    return (name.startswith("loss/") and name.endswith("/weight")) or name == "optim/lr"
+def spec_distributions(spec: Any) -> dict[str, optuna.distributions.BaseDistribution]:
+    """The Optuna distributions the job's search space declares (empty when the stored spec has no
+    parseable ``search`` section, e.g. a record written by an older version)."""
+    search = spec.get("search", {}) if isinstance(spec, dict) else None
+    if not isinstance(search, dict):
+        return {}
+    try:
+        return space_distributions(SearchSpec.model_validate(search))
+    except Exception as e:  # noqa: BLE001 - any unparseable or outdated spec: fall back to the observed values
+        log.debug("report: search space of the stored spec not usable (%s); inferring distributions", e)
+        return {}
 
 
-def param_distribution(name: str, values: list[Any]) -> optuna.distributions.BaseDistribution | None:
-    """The distribution of a parameter over the values observed (log-uniform for loss weights and the LR);
-    ``None`` for a constant, which has no importance."""
+def _observed_is_log_scale(name: str) -> bool:
+    """Fallback without a spec: loss weights and the LR are searched log-uniformly."""
+    return (name.startswith("loss/") and name.endswith("/weight")) or name == LR_KEY
+
+
+def param_distribution(
+    name: str, values: list[Any], declared: optuna.distributions.BaseDistribution | None = None
+) -> optuna.distributions.BaseDistribution | None:
+    """The parameter's distribution: as ``declared`` by the job's search space when it contains every value
+    observed, otherwise inferred from the values (log-uniform for loss weights and the LR); ``None`` for a
+    constant, which has no importance."""
     if len(set(map(repr, values))) < 2:
         return None
+    if declared is not None and all(_contains(declared, v) for v in values):
+        return declared
     if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
         return optuna.distributions.IntDistribution(min(values), max(values))
     if all(_number(v) is not None for v in values):
         lo, hi = float(min(values)), float(max(values))
-        return optuna.distributions.FloatDistribution(lo, hi, log=_is_log_scale(name) and lo > 0)
+        return optuna.distributions.FloatDistribution(lo, hi, log=_observed_is_log_scale(name) and lo > 0)
     return optuna.distributions.CategoricalDistribution(sorted(set(map(str, values))))
 
 
-def param_importances(trials: list[TrialRecord], mode: str) -> dict[str, float]:
-    """fANOVA importances over the completed trials (an in-memory study rebuilt from the records).
+def _contains(dist: optuna.distributions.BaseDistribution, value: Any) -> bool:
+    if isinstance(dist, optuna.distributions.CategoricalDistribution):
+        return value in dist.choices
+    n = _number(value)
+    if isinstance(dist, optuna.distributions.IntDistribution):
+        return isinstance(value, int) and dist.low <= value <= dist.high
+    if isinstance(dist, optuna.distributions.FloatDistribution):
+        return n is not None and dist.low <= n <= dist.high
+    return False
+
+
+def param_importances(
+    trials: list[TrialRecord],
+    mode: str,
+    declared: dict[str, optuna.distributions.BaseDistribution] | None = None,
+) -> dict[str, float]:
+    """fANOVA importances over the completed trials (an in-memory study rebuilt from the records), with the
+    distributions ``declared`` by the job's search space (:func:`spec_distributions`) where it has them.
 
     ``ValueError`` with fewer than two completed trials or no parameter that varies.
     """
@@ -234,7 +275,10 @@ def param_importances(trials: list[TrialRecord], mode: str) -> dict[str, float]:
     for t in done:
         for k, v in t.params.items():
             observed.setdefault(k, []).append(v)
-    dists = {k: d for k, vs in observed.items() if (d := param_distribution(k, vs)) is not None}
+    declared = declared or {}
+    dists = {
+        k: d for k, vs in observed.items() if (d := param_distribution(k, vs, declared.get(k))) is not None
+    }
     if not dists:
         raise ValueError("no parameter varies across the completed trials")
     study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
@@ -255,10 +299,15 @@ def param_importances(trials: list[TrialRecord], mode: str) -> dict[str, float]:
     return {k: float(v) for k, v in importances.items()}
 
 
-def importance_figure(trials: list[TrialRecord], metric: str, mode: str) -> go.Figure:
+def importance_figure(
+    trials: list[TrialRecord],
+    metric: str,
+    mode: str,
+    declared: dict[str, optuna.distributions.BaseDistribution] | None = None,
+) -> go.Figure:
     """Horizontal bars of the fANOVA importance of each parameter, the most important on top."""
     try:
-        importances = param_importances(trials, mode)
+        importances = param_importances(trials, mode, declared)
     except (ValueError, RuntimeError) as e:
         raise NothingToPlot(f"parameter importances skipped: {e}") from e
     if not importances:

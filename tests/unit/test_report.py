@@ -10,6 +10,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+import optuna
 import pytest
 from fastapi.testclient import TestClient
 from plotly.offline import get_plotlyjs
@@ -19,8 +20,10 @@ from autoft_service.report import (
     NO_RESULTS,
     history_figure,
     id_ood_figure,
+    param_distribution,
     param_importances,
     render_report,
+    spec_distributions,
 )
 from autoft_service.settings import Settings
 from autoft_service.store import JobRecord, JobStore, TrialRecord
@@ -297,3 +300,25 @@ def test_report_route_is_documented_as_html(client: TestClient) -> None:
     assert op["summary"] and op["description"].startswith("A job's report")
     assert "text/html" in op["responses"]["200"]["content"]
     assert "404" in op["responses"] and "401" in op["responses"]
+
+
+def test_importances_take_the_distributions_from_the_jobs_spec() -> None:
+    declared = spec_distributions(job_record().spec)
+    assert declared, "the test spec's search space is parseable"
+    for name, dist in declared.items():
+        values = [t.params[name] for t in trial_records() if name in t.params]
+        if len(set(values)) > 1:
+            assert param_distribution(name, values, dist) is dist
+    # a value outside the declared range (an older spec) falls back to the observed range
+    lr = optuna.distributions.FloatDistribution(1.0, 2.0, log=True)
+    assert param_distribution("optim/lr", [1e-3, 1e-2], lr) == optuna.distributions.FloatDistribution(
+        1e-3, 1e-2, log=True
+    )
+    # no parseable spec: inferred by name (loss weights and the LR log-uniform)
+    assert spec_distributions({"search": {"loss_terms": "not a list"}}) == {}
+    assert spec_distributions(None) == {}
+    assert set(param_importances(trial_records(), "max", declared)) == {
+        "loss/hinge/weight",
+        "optim/lr",
+        "train/seed",
+    }
