@@ -454,7 +454,7 @@ class Engine:
         )
         if remaining > 0:
             ensure_ray(self.settings)
-            self._search(spec, job_id, listener, handles, remaining, constraint)
+            self._search(spec, job_id, listener, handles, remaining, constraint, len(study.trials))
         durations["search_s"] = time.time() - t0 - durations["prepare_s"]
         if listener.should_cancel():
             raise JobCancelled("job cancelled during the search")
@@ -617,6 +617,7 @@ class Engine:
         handles: JobHandles,
         num_samples: int,
         constraint: IdValDropConstraint | None = None,
+        trials_so_far: int = 0,
     ) -> None:
         from ray import tune
 
@@ -627,7 +628,7 @@ class Engine:
             space=define_by_run(spec.search),
             metric=spec.objective.metrics if multi else metric,
             mode=spec.objective.modes if multi else mode,
-            sampler=make_sampler(spec.search.sampler, constraint),
+            sampler=make_sampler(spec.search.sampler, constraint, continue_after=trials_so_far),
             study_name=handles.study_name,
             storage=self.storage(),
             full_steps=b.inner_steps,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import optuna
 
 from autoft_service.spec import SamplerSpec, SearchSpec
@@ -88,19 +89,36 @@ def define_by_run(search: SearchSpec) -> DefineByRun:
 
 
 def make_sampler(
-    spec: SamplerSpec, constraints: Callable[[optuna.trial.FrozenTrial], Sequence[float]] | None = None
+    spec: SamplerSpec,
+    constraints: Callable[[optuna.trial.FrozenTrial], Sequence[float]] | None = None,
+    *,
+    continue_after: int = 0,
 ) -> optuna.samplers.BaseSampler:
     """A seeded sampler. TPE uses the constant liar so parallel trials do not all pick the same point, and
-    handles one or several objectives and (optionally) constraints."""
+    handles one or several objectives and (optionally) constraints.
+
+    ``continue_after`` is how many trials the study already holds (a resumed or extended job). A sampler
+    built again with the job's own seed would replay its random sequence from the start, so the first new
+    trials would copy trials 0, 1, ... exactly; the seed is therefore derived from (seed, trials so far):
+    a fresh job stays reproducible from its seed, and a continued one draws new points.
+    """
+    seed = continued_seed(spec.seed, continue_after)
     if spec.type == "random":
-        return optuna.samplers.RandomSampler(seed=spec.seed)
+        return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(
-        seed=spec.seed,
+        seed=seed,
         multivariate=spec.multivariate,
         n_startup_trials=spec.n_startup_trials,
         constant_liar=True,
         constraints_func=constraints,
     )
+
+
+def continued_seed(seed: int | None, trials_so_far: int) -> int | None:
+    """The sampler seed for a study that already holds ``trials_so_far`` trials (the job seed at 0)."""
+    if seed is None or trials_so_far <= 0:
+        return seed
+    return int(np.random.SeedSequence([seed, trials_so_far]).generate_state(1)[0])
 
 
 def full_params(search: SearchSpec, params: dict[str, Any]) -> dict[str, Any]:

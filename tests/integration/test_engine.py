@@ -113,8 +113,12 @@ def test_search_end_to_end(ray_runtime: None, settings: Settings) -> None:
 
 
 def test_resume_runs_only_missing_trials(ray_runtime: None, settings: Settings) -> None:
-    spec = parse_spec(
-        small_spec(budget={**small_spec()["budget"], "trials": 3}, final={"steps": 10, "baselines": []})
+    spec = parse_spec(  # still in the sampler's random startup phase when extended
+        small_spec(
+            budget={**small_spec()["budget"], "trials": 3},
+            final={"steps": 10, "baselines": []},
+            search={"sampler": {"seed": 0, "n_startup_trials": 8}},
+        )
     )
     engine = Engine(settings)
     first = engine.run(spec, job_id="job-resume", listener=Recorder())
@@ -128,6 +132,9 @@ def test_resume_runs_only_missing_trials(ray_runtime: None, settings: Settings) 
     assert study.trials[stale.number].state == TrialState.FAIL
     assert len(rec.finished) == 2  # only the 2 extra trials ran; the 3 finished ones were not rerun
     assert {t.number: t.params for t in study.trials if t.number in numbers_before} == numbers_before
+    # the extended study continues its sampler: the new trials are new points, not replays of trials 0, 1
+    new = [t.params for t in study.trials if t.number not in numbers_before and t.number != stale.number]
+    assert len(new) == 2 and all(p not in numbers_before.values() for p in new)
     assert second.handles.parent_run_id == first.handles.parent_run_id
 
 

@@ -161,3 +161,34 @@ def test_methods_are_a_searched_dimension_with_their_own_hyperparameters() -> No
     with pytest.raises(InvalidSpec) as e:
         parse_spec(small_spec(search={"methods": ["flyp"]}))
     assert e.value.field == "search.methods.0"
+
+
+@pytest.mark.parametrize("sampler_type", ["tpe", "random"])
+def test_a_continued_study_draws_new_points_instead_of_replaying_its_seed(sampler_type: str) -> None:
+    """Resume and extend build the sampler again: with the job's seed alone it would replay trial 0, 1, ..."""
+    spec = parse_spec(small_spec(search={"sampler": {"type": sampler_type, "seed": 7}}))
+    space = define_by_run(spec.search)
+    storage = optuna.storages.InMemoryStorage()
+
+    def run(sampler: optuna.samplers.BaseSampler, n: int) -> list[dict]:
+        study = optuna.create_study(
+            study_name="job", storage=storage, sampler=sampler, direction="maximize", load_if_exists=True
+        )
+        out = []
+        for _ in range(n):
+            t = study.ask()
+            space(t)
+            study.tell(t, float(t.params["optim/lr"]))
+            out.append(dict(t.params))
+        return out
+
+    first = run(make_sampler(spec.search.sampler), 4)
+    # the failure this guards against (and a fresh job's reproducibility): the same seed replays trial 0
+    replay = optuna.create_study(sampler=make_sampler(spec.search.sampler), direction="maximize")
+    t = replay.ask()
+    space(t)
+    assert t.params == first[0]
+
+    more = run(make_sampler(spec.search.sampler, continue_after=4), 4)
+    assert all(p not in first for p in more)
+    assert len({tuple(sorted(p.items())) for p in first + more}) == 8
