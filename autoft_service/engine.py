@@ -85,6 +85,10 @@ class JobListener:
     def should_cancel(self) -> bool:
         return False
 
+    def cancel_now(self) -> bool:
+        """The up-to-date answer, asked before each new trial starts (``should_cancel`` may lag behind)."""
+        return self.should_cancel()
+
 
 @dataclass
 class JobResult:
@@ -233,7 +237,9 @@ class _SearchCallback(Callback):
         self.listener.trial_reported(ev, metrics)
 
     def _finish(self, trial: Any, state: str, error: str | None = None) -> None:
-        ev = self._event(trial)
+        self._finish_event(self._event(trial), state, error)
+
+    def _finish_event(self, ev: TrialEvent, state: str, error: str | None = None) -> None:
         if ev.finished_at is not None:
             return
         ev.state, ev.error, ev.finished_at = state, error, time.time()
@@ -260,9 +266,11 @@ class _SearchCallback(Callback):
         self._finish(trial, "failed", err or "trial failed")
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        for ev in self.events.values():
+        # trials still running when the search stops (a cancel, a lost lease) end here, in MLflow (KILLED)
+        # and for the listener (the job store, the metrics), instead of staying "running"
+        for ev in list(self.events.values()):
             if ev.finished_at is None:
-                self._track(ev, "kill", lambda e: self.tracker.end_run(e.mlflow_run_id, "KILLED"))
+                self._finish_event(ev, "interrupted", "stopped with the search")
         if not self.flush(TRACKING_GRACE_S):
             self.lost = [f"trial {ev.number}: {what}" for ev, what, _ in self.pending]
             log.error("MLflow unreachable: %d tracking writes lost: %s", len(self.lost), self.lost[:20])
@@ -632,6 +640,7 @@ class Engine:
             study_name=handles.study_name,
             storage=self.storage(),
             full_steps=b.inner_steps,
+            stop_check=listener.cancel_now,
         )
         scheduler = None
         if b.early_stopping.type == "asha":

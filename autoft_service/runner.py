@@ -61,6 +61,7 @@ class StoreListener(JobListener):
 
     def __init__(self, store: JobStore, job_id: str, mode: str) -> None:
         self.store: Any = _RetryingStore(store)
+        self._direct = store  # for reads that must not wait out an outage
         self.job_id = job_id
         self.mode = mode
         self.cancel_requested = False
@@ -130,6 +131,15 @@ class StoreListener(JobListener):
 
     def should_cancel(self) -> bool:
         return self.cancel_requested or self.lost_lease
+
+    def cancel_now(self) -> bool:
+        """Read the cancel flag from the store (the heartbeat refreshes it only every few seconds)."""
+        if not self.should_cancel():
+            try:
+                self.cancel_requested = self._direct.cancel_requested(self.job_id)
+            except AutoFTError as e:  # a database blip: the heartbeat will catch up
+                log.warning("could not read the cancel flag of %s: %s", self.job_id, e)
+        return self.should_cancel()
 
 
 class Runner:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 log = logging.getLogger(__name__)
@@ -36,12 +38,24 @@ class AutoFTOptunaSearch(OptunaSearch):
     values, which TPE uses as pruned observations).
     """
 
-    def __init__(self, *args: Any, full_steps: int, step_key: str = "step", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        full_steps: int,
+        step_key: str = "step",
+        stop_check: Callable[[], bool] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.full_steps = full_steps
         self.step_key = step_key
+        self.stop_check = _DriverOnly(stop_check)
 
-    def suggest(self, trial_id: str) -> dict | None:
+    def suggest(self, trial_id: str) -> dict | str | None:
+        # asked before every new trial: once the job is cancelled no trial starts (Tune's stopper is only
+        # consulted after the trial queue was filled in the same step)
+        if self.stop_check():
+            return Searcher.FINISHED
         config = super().suggest(trial_id)
         ot_trial = self._ot_trials.get(trial_id)
         if ot_trial is not None:
@@ -73,6 +87,19 @@ class AutoFTOptunaSearch(OptunaSearch):
         except Exception as exc:  # e.g. the study row vanished; never kill the search for bookkeeping
             log.warning("could not record pruned trial %s: %s", trial_id, exc)
         self._completed_trials.add(trial_id)
+
+
+class _DriverOnly:
+    """A callable that lives in the driver only: Tune pickles the searcher into its experiment state."""
+
+    def __init__(self, fn: Callable[[], bool] | None) -> None:
+        self.fn = fn
+
+    def __call__(self) -> bool:
+        return self.fn is not None and self.fn()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"fn": None}
 
 
 def fail_stale_trials(study: optuna.Study) -> int:

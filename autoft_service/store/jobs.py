@@ -15,7 +15,7 @@ from autoft_service.errors import InvalidSpec, JobStateConflict
 from autoft_service.spec import JobSpec
 from autoft_service.store.base import StoreBase
 from autoft_service.store.db import finite
-from autoft_service.store.models import JOB_STATES, Job
+from autoft_service.store.models import JOB_STATES, Job, Trial
 from autoft_service.store.records import JobRecord
 from autoft_service.store.transitions import transition
 
@@ -238,6 +238,7 @@ class JobOps(StoreBase):
                 if new in ("succeeded", "failed", "cancelled"):
                     row.finished_at = now
                     row.owner, row.lease_expires_at = None, None
+                    self._end_running_trials(s, job_id, now)
                 elif new == "queued":  # back in the queue: a fresh run of the same job
                     row.finished_at, row.error = None, None
                     row.cancel_requested = False
@@ -248,6 +249,18 @@ class JobOps(StoreBase):
             s.flush()
             s.refresh(row)  # what was stored (JSON normalised), not what was assigned
             return JobRecord.of(row)
+
+    def _end_running_trials(self, s: Session, job_id: str, now: Any) -> None:
+        """A finished job has no running trial: any the engine did not close end as ``interrupted``."""
+        res = s.execute(
+            update(Trial)
+            .where(Trial.job_id == job_id, Trial.state == "running")
+            .values(state="interrupted", finished_at=now, error="the job ended while the trial ran")
+            .execution_options(synchronize_session=False)
+        )
+        n = int(res.rowcount or 0)  # type: ignore[attr-defined]
+        if n:
+            self._event(s, job_id, "trials_interrupted", f"{n} trial(s) interrupted", {"count": n})
 
     def mark_running(self, job_id: str, runner_id: str | None = None) -> JobRecord:
         """The runner starts (or resumes) the job; idempotent for a running job."""

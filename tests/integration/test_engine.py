@@ -45,6 +45,13 @@ class Recorder(JobListener):
         self.stages: list[str] = []
         self.saved: JobHandles | None = None
         self.cancel_after = cancel_after
+        self.started: list[TrialEvent] = []
+        self.started_after_cancel: list[int | None] = []
+
+    def trial_started(self, ev: TrialEvent) -> None:
+        if self.should_cancel():
+            self.started_after_cancel.append(ev.number)
+        self.started.append(ev)
 
     def handles(self, handles: JobHandles) -> None:
         self.saved = handles
@@ -149,6 +156,9 @@ def test_cancel_stops_the_search_and_closes_runs(ray_runtime: None, settings: Se
     assert all(r.info.status in ("FINISHED", "KILLED") for r in runs)
     parent = next(r for r in runs if r.data.tags.get("autoft.role") == "job")
     assert parent.info.status == "KILLED"
+    # every trial that started also ended for the listener (the job store), and none started after
+    assert {e.number for e in rec.started} == {e.number for e in rec.finished}
+    assert rec.started_after_cancel == []
 
 
 def test_warm_start_and_top_k_reevaluation(ray_runtime: None, settings: Settings) -> None:

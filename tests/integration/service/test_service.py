@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -100,6 +101,11 @@ def test_auth_and_tenant_isolation(stack: Stack) -> None:
         assert bad.get("/jobs").status_code == 401
 
 
+def _utc(text: str) -> datetime:
+    t = datetime.fromisoformat(text)
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
 def test_cancel_stops_a_running_job_within_seconds(stack: Stack) -> None:
     import time
 
@@ -113,12 +119,21 @@ def test_cancel_stops_a_running_job_within_seconds(stack: Stack) -> None:
                 break
             time.sleep(0.5)
         t0 = time.time()
-        assert c.post(f"/jobs/{job_id}/cancel").status_code == 202
+        r = c.post(f"/jobs/{job_id}/cancel")
+        assert r.status_code == 202
+        accepted = _utc(r.json()["updated_at"])
         job = wait_state(c, job_id, {"cancelled", "failed", "succeeded"}, timeout=60)
         assert job["state"] == "cancelled", job
         assert time.time() - t0 < 30
         assert job["progress"]["trials_done"] < 60
         assert c.post(f"/jobs/{job_id}/cancel").status_code == 409  # already finished
+        # every trial ended (none left "running"), and none started after the cancel was accepted
+        trials = c.get(f"/jobs/{job_id}/trials", params={"limit": 100}).json()["items"]
+        assert trials and not [t for t in trials if t["state"] == "running"], trials
+        late = [
+            t for t in trials if _utc(t["started_at"]) > accepted + timedelta(seconds=0.5)
+        ]
+        assert not late, (accepted, late)
     tracking = Settings(data_dir=stack.data_dir).tracking_uri
     runs = MlflowClient(tracking).search_runs([job["mlflow_experiment_id"]], max_results=1000)
     mine = [r for r in runs if r.data.tags.get("autoft.job_id") == job_id]

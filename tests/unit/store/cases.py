@@ -258,6 +258,21 @@ class StoreCases:
         assert job.state == "running" and job.cancel_requested and store.cancel_requested(job_id)
         assert store.mark_cancelled(job_id).state == "cancelled"
 
+    @pytest.mark.parametrize("end", ["cancelled", "failed", "succeeded"])
+    def test_a_finished_job_has_no_running_trial(self, store: JobStore, end: str) -> None:
+        job_id = run_to(store, "running")
+        store.upsert_trial(job_id, 0, state="completed", value=0.5, params={})
+        store.upsert_trial(job_id, 1, state="running", params={})
+        {
+            "cancelled": lambda: store.mark_cancelled(job_id),
+            "failed": lambda: store.mark_failed(job_id, "boom"),
+            "succeeded": lambda: store.mark_succeeded(job_id, {}),
+        }[end]()
+        states = {t.number: t.state for t in store.all_trials(None, job_id)}
+        assert states == {0: "completed", 1: "interrupted"}
+        assert store.get_trial(None, job_id, 1).finished_at is not None
+        assert store.count_trials_by_state()["running"] == 0
+
     @pytest.mark.parametrize("state", ["succeeded", "failed", "cancelled"])
     def test_cancel_finished_job_conflicts(self, store: JobStore, state: str) -> None:
         job_id = run_to(store, state)
