@@ -33,7 +33,14 @@ from autoft_service.search.searcher import (
 from autoft_service.search.space import define_by_run, full_params, make_sampler, space_distributions
 from autoft_service.settings import Settings
 from autoft_service.spec import JobSpec, SearchSpec
-from autoft_service.tracking import Tracker, run_status_for
+from autoft_service.tracking import (
+    Tracker,
+    experiment_name,
+    parent_run_name,
+    registered_model_name,
+    results_markdown,
+    run_status_for,
+)
 from workers.methods import FinalContext, model_from_state, reevaluate, reference_ft, run_method
 from workers.tasks.base import resolve_task
 from workers.trainable import TrialContext, autoft_trial, flatten_config
@@ -68,6 +75,8 @@ class JobHandles:
     experiment_id: str | None = None
     parent_run_id: str | None = None
     study_name: str | None = None
+    #: the job's owner: its MLflow experiment and registered model are namespaced by it (None: a local run)
+    tenant: str | None = None
 
 
 class JobListener:
@@ -155,8 +164,10 @@ class _SearchCallback(Callback):
         metric: str,
         full_steps: int,
         search: SearchSpec,
+        tenant: str | None = None,
     ) -> None:
         self.tracker = tracker
+        self.tenant = tenant
         self.searcher = searcher
         self.listener = listener
         self.job_id = job_id
@@ -213,7 +224,13 @@ class _SearchCallback(Callback):
                 nonlocal attempts
                 attempts += 1
                 e.mlflow_run_id = self.tracker.start_child(
-                    self.experiment_id, self.parent_run_id, self.job_id, e.number, e.params, retry=attempts > 1
+                    self.experiment_id,
+                    self.parent_run_id,
+                    self.job_id,
+                    e.number,
+                    e.params,
+                    retry=attempts > 1,
+                    tenant=self.tenant,
                 )
 
             self._track(ev, "start", start)
@@ -409,10 +426,16 @@ class Engine:
 
         self.tracker.ensure_store()
         if handles.experiment_id is None:
-            handles.experiment_id = self.tracker.experiment(f"autoft/{spec.name}")
+            handles.experiment_id = self.tracker.experiment(
+                experiment_name(spec.name, handles.tenant), f"AutoFT jobs named {spec.name!r}"
+            )
         if handles.parent_run_id is None:
             handles.parent_run_id = self.tracker.start_parent(
-                handles.experiment_id, job_id, spec.name, spec.model_dump(mode="json")
+                handles.experiment_id,
+                job_id,
+                parent_run_name(spec.name, job_id),
+                spec.model_dump(mode="json"),
+                tenant=handles.tenant,
             )
         else:
             self.tracker.close_children(handles.parent_run_id, "KILLED")
@@ -660,6 +683,7 @@ class Engine:
             metric=metric,
             full_steps=b.inner_steps,
             search=spec.search,
+            tenant=handles.tenant,
         )
         ctx = self._trial_context(spec)
         trainable = tune.with_resources(
@@ -763,5 +787,10 @@ class Engine:
         )
         autoft = next(o for o in outcomes if o["method"] == "autoft")
         model, example = model_from_state(self._final_context(spec), autoft["state_dict"])
-        name = f"autoft-{spec.name}" if spec.final.register_model else None
-        return self.tracker.log_model(rid, model, example, name)
+        name = registered_model_name(spec.name, handles.tenant) if spec.final.register_model else None
+        description = (
+            f"AutoFT: the searched fine-tuning objective of job {job_id} ({spec.name!r}), retrained on the "
+            f"task {spec.task.name!r}; best trial params in the run's best.json.\n\n"
+            f"Results ({spec.objective.metric_name} on held-out test sets):\n\n{results_markdown(rows)}"
+        )
+        return self.tracker.log_model(rid, model, example, name, description)

@@ -206,7 +206,9 @@ class Runner:
             if job.cancel_requested:  # cancelled while its previous owner was dying: do not restart it
                 raise JobCancelled("cancel requested before the job resumed")
             self.store.mark_running(job_id, self.runner_id)
-            handles = JobHandles(job.mlflow_experiment_id, job.mlflow_parent_run_id, job.optuna_study_name)
+            handles = JobHandles(
+                job.mlflow_experiment_id, job.mlflow_parent_run_id, job.optuna_study_name, tenant=job.tenant
+            )
             extra = job.extra_trials
             while True:
                 retries = self.store.take_retry_requests(job_id)

@@ -16,6 +16,9 @@ from typing import Literal
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+#: Where ``mlflow ui`` serves by default: job links point there unless AUTOFT_MLFLOW_UI_URL says otherwise.
+DEFAULT_MLFLOW_UI = "http://127.0.0.1:5000"
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AUTOFT_", env_file=".env", extra="ignore")
@@ -29,7 +32,11 @@ class Settings(BaseSettings):
     optuna_storage_url: str | None = Field(default=None, description="Optuna RDB URL; default SQLite.")
     mlflow_tracking_uri: str | None = Field(default=None, description="Default: SQLite store in data_dir.")
     mlflow_artifact_location: str | None = Field(default=None, description="Default: data_dir/mlartifacts.")
-    mlflow_ui_url: str | None = Field(default=None, description="Public URL of the MLflow UI, for links.")
+    mlflow_ui_url: str | None = Field(
+        default=None,
+        description="Public URL of the MLflow UI, for links in job responses. Default: the tracking server "
+        "when AUTOFT_MLFLOW_TRACKING_URI is http(s), else http://127.0.0.1:5000 (where `mlflow ui` serves).",
+    )
     ray_address: str | None = Field(
         default=None, validation_alias=AliasChoices("AUTOFT_RAY_ADDRESS", "RAY_ADDRESS")
     )
@@ -51,7 +58,17 @@ class Settings(BaseSettings):
             raise ValueError("AUTOFT_AUTH_DISABLED=true is only allowed with AUTOFT_ENVIRONMENT=development")
         if self.runner_heartbeat_seconds >= self.runner_lease_seconds:
             raise ValueError("runner_heartbeat_seconds must be < runner_lease_seconds")
+        if self.mlflow_ui_url is None:
+            remote = self.mlflow_tracking_uri or ""
+            self.mlflow_ui_url = remote if remote.startswith(("http://", "https://")) else DEFAULT_MLFLOW_UI
         return self
+
+    @property
+    def mlflow_ui_command(self) -> str | None:
+        """How to start the MLflow UI over the embedded store (None when tracking goes to a server)."""
+        if (self.mlflow_tracking_uri or "").startswith(("http://", "https://")):
+            return None
+        return f"mlflow ui --backend-store-uri {self.tracking_uri}"
 
     # Resolved locations -------------------------------------------------------------------------------
     @property

@@ -7,7 +7,6 @@ open: the driver closes it.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -28,8 +27,33 @@ log = logging.getLogger(__name__)
 
 JOB_TAG = "autoft.job_id"
 TRIAL_TAG = "autoft.trial"
+TENANT_TAG = "autoft.tenant"
 PARENT_TAG = "mlflow.parentRunId"
+#: Opens an experiment in MLflow's model-training view (not the GenAI one MLflow 3 guesses for new ones).
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 _MAX_PARAM = 6000
+
+
+def experiment_name(job_name: str, tenant: str | None = None) -> str:
+    """The MLflow experiment of a job name: ``autoft/<tenant>/<name>`` (``autoft/<name>`` for a local run).
+
+    Neither tenants nor job names may contain ``/``, so two tenants never share an experiment.
+    """
+    return f"autoft/{tenant}/{job_name}" if tenant else f"autoft/{job_name}"
+
+
+def registered_model_name(job_name: str, tenant: str | None = None) -> str:
+    """The registered model of a job name: ``autoft~<tenant>~<name>`` (``autoft-<name>`` for a local run).
+
+    MLflow refuses ``/`` in model names; ``~`` is in neither a tenant nor a job name, so the name is
+    unambiguous (tenant ``a-b`` with job ``c`` never meets tenant ``a`` with job ``b-c``).
+    """
+    return f"autoft~{tenant}~{job_name}" if tenant else f"autoft-{job_name}"
+
+
+def parent_run_name(job_name: str, job_id: str) -> str:
+    """Parent runs of jobs with the same name stay distinguishable in the run list."""
+    return f"{job_name} [{job_id}]"
 
 
 class Tracker:
@@ -53,23 +77,37 @@ class Tracker:
             raise BackendUnavailable(f"MLflow store {self.tracking_uri!r} unavailable: {e}") from e
 
     # Experiments and runs ------------------------------------------------------------------------------
-    def experiment(self, name: str) -> str:
+    def experiment(self, name: str, description: str | None = None) -> str:
+        """The id of experiment ``name``, created if needed, tagged for the model-training view."""
         exp = self.client.get_experiment_by_name(name)
-        if exp is not None:
-            return exp.experiment_id
-        location = f"{self.artifact_location}/{name}" if self.artifact_location else None
-        try:
-            return self.client.create_experiment(name, artifact_location=location)
-        except MlflowException:  # created concurrently by another driver
-            exp = self.client.get_experiment_by_name(name)
-            if exp is None:
-                raise
-            return exp.experiment_id
+        if exp is None:
+            location = f"{self.artifact_location}/{name}" if self.artifact_location else None
+            tags = dict(EXPERIMENT_KIND)
+            if description:
+                tags["mlflow.note.content"] = description
+            try:
+                return self.client.create_experiment(name, artifact_location=location, tags=tags)
+            except MlflowException:  # created concurrently by another driver
+                exp = self.client.get_experiment_by_name(name)
+                if exp is None:
+                    raise
+        for k, v in EXPERIMENT_KIND.items():  # an experiment made before the tag existed
+            if exp.tags.get(k) != v:
+                self.client.set_experiment_tag(exp.experiment_id, k, v)
+        return exp.experiment_id
 
-    def start_parent(self, experiment_id: str, job_id: str, run_name: str, spec: dict[str, Any]) -> str:
-        run = self.client.create_run(
-            experiment_id, run_name=run_name, tags={JOB_TAG: job_id, "autoft.role": "job"}
-        )
+    def start_parent(
+        self,
+        experiment_id: str,
+        job_id: str,
+        run_name: str,
+        spec: dict[str, Any],
+        tenant: str | None = None,
+    ) -> str:
+        tags = {JOB_TAG: job_id, "autoft.role": "job"}
+        if tenant:
+            tags[TENANT_TAG] = tenant
+        run = self.client.create_run(experiment_id, run_name=run_name, tags=tags)
         rid = run.info.run_id
         self.client.log_text(rid, yaml.safe_dump(spec, sort_keys=False), "spec.yaml")
         self.log_params(rid, _flatten_spec(spec))
@@ -84,6 +122,7 @@ class Tracker:
         params: dict[str, Any],
         *,
         retry: bool = False,
+        tenant: str | None = None,
     ) -> str:
         """Create a trial's child run and log its params.
 
@@ -93,7 +132,14 @@ class Tracker:
         rid = self.find_child(experiment_id, parent_run_id, number) if retry else None
         if rid is None:
             name = f"trial-{number:04d}" if number is not None else "trial"
-            tags = {PARENT_TAG: parent_run_id, JOB_TAG: job_id, TRIAL_TAG: str(number), "autoft.role": "trial"}
+            tags = {
+                PARENT_TAG: parent_run_id,
+                JOB_TAG: job_id,
+                TRIAL_TAG: str(number),
+                "autoft.role": "trial",
+            }
+            if tenant:
+                tags[TENANT_TAG] = tenant
             rid = self.client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
         self.log_params(rid, params)
         return rid
@@ -185,31 +231,65 @@ class Tracker:
         )
 
     def log_model(
-        self, run_id: str, model: Any, input_example: Any, registered_name: str | None
+        self,
+        run_id: str,
+        model: Any,
+        input_example: Any,
+        registered_name: str | None,
+        description: str | None = None,
     ) -> str | None:
-        """Save a PyTorch model under the run's ``model/`` artifacts and register a version of it."""
+        """Save a PyTorch model under the run's ``model/`` artifacts, with its signature (input: a batch of
+        images, output: class logits), and register a version of it described by ``description``."""
         import mlflow.pytorch
+        import torch
+        from mlflow.models import infer_signature
 
         # pickle format: the model classes are importable wherever the package is installed; MLflow's
         # generic warning about pickle is expected here and only noise in the job log
         logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
+        with torch.no_grad():
+            output = model(input_example)
+        signature = infer_signature(input_example.numpy(), output.numpy())
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "model"
             mlflow.pytorch.save_model(
                 model,
                 str(path),
-                input_example=input_example,
+                signature=signature,
+                input_example=input_example.numpy(),
                 serialization_format="pickle",
                 pip_requirements=["torch"],
             )
             self.client.log_artifacts(run_id, str(path), "model")
         if not registered_name:
             return None
-        with contextlib.suppress(MlflowException):  # already registered: add a version
-            self.client.create_registered_model(registered_name)
+        try:
+            self.client.create_registered_model(registered_name, description=description)
+        except MlflowException:  # already registered: add a version (and keep the description current)
+            if description:
+                self.client.update_registered_model(registered_name, description=description)
         source = f"{self.client.get_run(run_id).info.artifact_uri}/model"
-        mv = self.client.create_model_version(registered_name, source=source, run_id=run_id)
+        mv = self.client.create_model_version(
+            registered_name, source=source, run_id=run_id, description=description
+        )
         return str(mv.version)
+
+
+def results_markdown(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
+    """The results table as Markdown (MLflow renders it in model and version descriptions)."""
+    if not rows:
+        return ""
+    cols = columns or [k for k in rows[0] if k != "method"]
+    cols = [c for c in cols if any(isinstance(r.get(c), (int, float)) for r in rows)]
+
+    def cell(v: Any) -> str:
+        return f"{v:.4f}" if isinstance(v, float) else ("" if v is None else str(v))
+
+    lines = ["| method | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    lines += [
+        "| " + " | ".join([str(r.get("method", ""))] + [cell(r.get(c)) for c in cols]) + " |" for r in rows
+    ]
+    return "\n".join(lines)
 
 
 def run_status_for(state: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -36,6 +37,10 @@ def _spec(name: str, trials: int = 4) -> dict:
 
 
 def test_submit_runs_to_success_with_results(stack: Stack) -> None:
+    with api(stack, stack.keys["globex"]) as g:  # type: ignore[attr-defined]
+        # another tenant's job of the same name must not land in acme's experiment or registered model
+        other = g.post("/jobs", json={**_spec("ok-job", trials=1), "final": {"steps": 5, "baselines": []}})
+        assert other.status_code == 202, other.text
     with api(stack, stack.keys["acme"]) as c:  # type: ignore[attr-defined]
         r = c.post("/jobs", json=_spec("ok-job"))
         assert r.status_code == 202, r.text
@@ -59,6 +64,7 @@ def test_submit_runs_to_success_with_results(stack: Stack) -> None:
     client = MlflowClient(tracking)
     runs = client.search_runs([job["mlflow_experiment_id"]], max_results=100)
     assert len(runs) == 5 and all(r.info.status == "FINISHED" for r in runs)
+    _check_mlflow_names(stack, client, job, runs, other.json()["id"])
     import time
 
     deadline = time.time() + 30  # the report is attached right after the job is marked succeeded
@@ -70,6 +76,35 @@ def test_submit_runs_to_success_with_results(stack: Stack) -> None:
         assert (
             r.status_code == 200 and "ok-job" in r.text and r.headers["content-type"].startswith("text/html")
         )
+
+
+def _check_mlflow_names(stack: Stack, client: MlflowClient, job: dict, runs: list, other_id: str) -> None:
+    """Tenant-namespaced experiment and model, tenant tags, findable run names, a described model."""
+    import mlflow.models
+
+    exp = client.get_experiment(job["mlflow_experiment_id"])
+    assert exp.name == "autoft/acme/ok-job"
+    assert exp.tags.get("mlflow.experimentKind") == "custom_model_development"  # model-training view
+    assert {r.data.tags.get("autoft.tenant") for r in runs} == {"acme"}
+    parent = next(r for r in runs if r.info.run_id == job["mlflow_parent_run_id"])
+    assert job["id"] in parent.info.run_name
+    # links work by default (the MLflow UI's default address), no AUTOFT_MLFLOW_UI_URL needed
+    assert job["links"]["mlflow_experiment"] == f"http://127.0.0.1:5000/#/experiments/{exp.experiment_id}"
+
+    with api(stack, stack.keys["globex"]) as g:  # type: ignore[attr-defined]
+        theirs = wait_state(g, other_id, {"succeeded", "failed"}, timeout=300)
+    assert theirs["state"] == "succeeded", theirs.get("error")
+    assert theirs["mlflow_experiment_id"] != job["mlflow_experiment_id"]
+    assert client.get_experiment(theirs["mlflow_experiment_id"]).name == "autoft/globex/ok-job"
+    mine = client.search_model_versions("name='autoft~acme~ok-job'")
+    assert [v.run_id for v in mine] == [job["mlflow_parent_run_id"]]
+    assert [v.run_id for v in client.search_model_versions("name='autoft~globex~ok-job'")] == [
+        theirs["mlflow_parent_run_id"]
+    ]
+    assert "| autoft |" in (mine[0].description or "") and "| ft |" in mine[0].description
+    assert client.get_registered_model("autoft~acme~ok-job").description
+    model = mlflow.models.Model.load(Path(urlparse(parent.info.artifact_uri).path) / "model" / "MLmodel")
+    assert model.signature is not None and model.signature.inputs is not None
 
 
 def test_idempotent_resubmit(stack: Stack) -> None:
