@@ -30,8 +30,8 @@ import torch
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
-from autoft_service.errors import InvalidSpec
 from workers.disk_cache import file_lock, mark_used
+from workers.errors import InvalidSpec
 from workers.images.paths import confine, spec_error
 from workers.images.preprocess import Preprocess
 

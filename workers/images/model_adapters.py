@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
-from autoft_service.errors import InvalidSpec
+from workers.errors import InvalidSpec
 from workers.images.paths import confine, spec_error
 from workers.images.preprocess import Normalize, Preprocess
 

@@ -34,7 +34,7 @@ from workers.images.data import (
     list_examples,
 )
 from workers.images.model_adapters import LoadedModel, ModelSpec, check_model_spec, load_model
-from workers.images.paths import confine, data_roots, spec_error
+from workers.images.paths import confine, spec_error
 from workers.tasks.base import Split, Task, TaskData, register_task
 
 FIELD = "task.params"
@@ -98,8 +98,7 @@ class ImageTaskParams(BaseModel):
     def _paths(self, info: ValidationInfo) -> ImageTaskParams:
         """Cheap checks at submission: every named path is inside the data roots and exists, the model's
         package is installed. (Manifests' image lists are checked when the job prepares its data.)"""
-        roots = (info.context or {}).get("data_roots") if info.context else None
-        roots = data_roots() if roots is None else roots
+        roots = tuple((info.context or {}).get("data_roots") or ())
         check_model_spec(self.model, roots, field=f"{FIELD}.model")
         for name, src in self.data.named().items():
             confine(src.path, roots, field=f"{FIELD}.data.{name}.path", kind="dataset path")
@@ -126,7 +125,7 @@ class ImageClassificationTask(Task):
         self.load()
 
     def load(self) -> TaskData:
-        p, roots = self.params, data_roots()
+        p, roots = self.params, self.data_roots
         loaded = load_model(p.model, roots, field=f"{FIELD}.model")
         classes = list(p.classes or discover_classes(p.data.id_train, roots, field=f"{FIELD}.data.id_train"))
 

@@ -117,10 +117,9 @@ def test_image_spec_reading_outside_the_data_roots_is_refused(
 ) -> None:
     from workers.images.tiny_models import save_tiny_timm
 
-    root = tmp_path / "root"
+    root = tmp_path / "datasets"  # the data root of the app's settings (data_dir=tmp_path)
     save_tiny_timm(root / "m")
     (root / "train").mkdir()
-    monkeypatch.setenv("AUTOFT_DATA_ROOTS", str(root))
     here = {"format": "imagefolder", "path": "train"}
     spec = {
         "name": "img",
