@@ -301,17 +301,18 @@ def check_model_spec(spec: TimmModel | OpenClipModel | HFModel, roots: Sequence[
             raise spec_error(
                 f"{field}.path", f"folder {spec.path!r} holds no weights ({', '.join(WEIGHT_FILES)})"
             )
-        cfg = _read_json(path / config, f"{field}.path")
-        args = cfg.get("model_args", {}) if isinstance(spec, TimmModel) else cfg.get("model_cfg", cfg)
-        if (where := file_naming_argument(args)) is not None:
-            key = "model_args" if isinstance(spec, TimmModel) else "model_cfg"
-            raise spec_error(f"{field}.path", f"{config} {key}.{where}: {FILE_ARGUMENT_REFUSED}")
+        if isinstance(spec, TimmModel):
+            args = _read_json(path / config, f"{field}.path").get("model_args", {})
+            if (where := file_naming_argument(args)) is not None:
+                raise spec_error(f"{field}.path", f"{config} model_args.{where}: {FILE_ARGUMENT_REFUSED}")
     elif spec.arch is None:
         raise spec_error(
             f"{field}.arch", f"{spec.path!r} is a single weights file: name its architecture in 'arch'"
         )
     if isinstance(spec, OpenClipModel):
-        _clip_config(spec, path, field)
+        _, cfg = _clip_config(spec, path, field)  # refuses hub text towers with their own message first
+        if path.is_dir() and (where := file_naming_argument(cfg)) is not None:
+            raise spec_error(f"{field}.path", f"open_clip_config.json {where}: {FILE_ARGUMENT_REFUSED}")
     elif spec.arch is not None:
         import timm
 

@@ -184,3 +184,20 @@ def test_symlinks_inside_the_roots_are_fine(layout: tuple[Path, Path]) -> None:
 
 def _first(folder: Path) -> str:
     return sorted(p.name for p in folder.iterdir())[0]
+
+
+def test_an_open_clip_folders_config_cannot_name_a_file(tmp_path: Path) -> None:
+    from workers.images.tiny_models import save_tiny_open_clip
+
+    root = tmp_path / "root"
+    save_tiny_open_clip(root / "clip")
+    make_image_folder(root / "train", CLASSES, 2, seed=0)
+    clip = {"family": "open_clip", "path": "clip", "templates": ["a photo of a {}."]}
+    parse_spec(image_spec(clip), data_roots=[root])
+    cfg_file = root / "clip" / "open_clip_config.json"
+    raw = json.loads(cfg_file.read_text())
+    cfg = raw.get("model_cfg", raw)
+    cfg["vision_cfg"]["timm_model_pretrained"] = True
+    cfg_file.write_text(json.dumps(raw))
+    err = refused(image_spec(clip), root)
+    assert err.field == "task.params.model.path" and "timm_model_pretrained" in err.message
