@@ -291,6 +291,9 @@ def check_model_spec(spec: TimmModel | OpenClipModel | HFModel, roots: Sequence[
                 f"{field}.path", f"{spec.path!r} is not a Hugging Face model folder (no config.json)"
             )
         _confine_shards(path, roots, f"{field}.path")
+        if (path / "adapter_config.json").exists():  # transformers would load the base model it names
+            raise spec_error(f"{field}.path", "adapter folders (adapter_config.json) are not supported; "
+                                              "give the merged model's save_pretrained folder")  # fmt: skip
         return path
     config = "config.json" if isinstance(spec, TimmModel) else "open_clip_config.json"
     if path.is_dir():

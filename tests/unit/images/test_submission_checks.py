@@ -116,6 +116,10 @@ def test_a_sharded_checkpoint_index_cannot_point_outside(layout: tuple[Path, Pat
     (root / "hf" / "model.safetensors.index.json").write_text(json.dumps(index))
     err = refused(image_spec({"family": "hf", "path": "hf"}), root)
     assert err.field == "task.params.model.path" and "outside the data roots" in err.message
+    (root / "hf" / "model.safetensors.index.json").unlink()
+    (root / "hf" / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(outside)}))
+    err = refused(image_spec({"family": "hf", "path": "hf"}), root)  # it would load the base model it names
+    assert err.field == "task.params.model.path" and "adapter_config.json" in err.message
 
 
 def test_manifest_rows_outside_the_roots_are_refused_at_submission(layout: tuple[Path, Path]) -> None:
