@@ -123,8 +123,8 @@ def _run(spec_path: Path, data_dir: Path | None, ray_address: str | None, resume
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        spec = load_spec_file(spec_path)
         settings = _settings(data_dir, ray_address)
+        spec = load_spec_file(spec_path, data_roots=settings.data_root_paths)
         job_id = resume or f"{spec.name}-{uuid.uuid4().hex[:8]}"
         state_file = settings.jobs_dir / job_id / "handles.json"
         handles = JobHandles(**json.loads(state_file.read_text())) if resume and state_file.exists() else None
@@ -174,12 +174,14 @@ def demo(data_dir: DataDir = None, ray_address: RayAddress = None) -> None:
 
 
 @app.command("validate")
-def validate(spec: Annotated[Path, typer.Argument(help="Job spec (YAML or JSON).")]) -> None:
-    """Check a job spec without running it."""
+def validate(
+    spec: Annotated[Path, typer.Argument(help="Job spec (YAML or JSON).")], data_dir: DataDir = None
+) -> None:
+    """Check a job spec without running it (files it names must lie inside the data roots)."""
     from autoft_service.spec import load_spec_file
 
     try:
-        load_spec_file(spec)
+        load_spec_file(spec, data_roots=_settings(data_dir).data_root_paths)
     except AutoFTError as e:
         console.print(f"[red]invalid[/red] ({e.field}): {e.message}")
         raise typer.Exit(2) from None

@@ -437,7 +437,9 @@ class Engine:
         durations: dict[str, float] = {}
 
         listener.stage("prepare", {"task": spec.task.name})
-        task = resolve_task(spec.task.name).create(spec.task.params, s.cache_dir)
+        task = resolve_task(spec.task.name).create(
+            spec.task.params, s.cache_dir, data_roots=s.data_root_paths
+        )
         task.prepare()
         durations["prepare_s"] = time.time() - t0
 
@@ -625,6 +627,7 @@ class Engine:
             task_name=spec.task.name,
             task_params=spec.task.params,
             cache_dir=str(self.settings.cache_dir),
+            data_roots=tuple(str(r) for r in self.settings.data_root_paths),
             inner_steps=spec.budget.inner_steps,
             eval_every=spec.budget.eval_every,
             batch_size=spec.budget.batch_size,
@@ -766,6 +769,7 @@ class Engine:
             task_name=tc.task_name,
             task_params=tc.task_params,
             cache_dir=tc.cache_dir,
+            data_roots=tc.data_roots,
             steps=spec.final.steps,
             batch_size=spec.budget.batch_size,
             metrics=tc.metrics,

@@ -1,68 +1,42 @@
-"""One domain error hierarchy. Domain code raises these; the API maps ``code`` to an HTTP status."""
+"""One domain error hierarchy. Domain code raises these; the API maps each error's class to an HTTP status.
+
+The plug-in errors (``AutoFTError``, ``InvalidSpec``, the ``Unknown*`` names, ``DuplicateRegistration``) and
+the pydantic translator live in :mod:`workers.errors`, so ``workers/`` never imports the service; they are
+re-exported here with the service-only errors below.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from workers.errors import (
+    AutoFTError,
+    DuplicateRegistration,
+    InvalidSpec,
+    UnknownFTMethod,
+    UnknownLossTerm,
+    UnknownMetric,
+    UnknownName,
+    UnknownTask,
+    invalid_spec_from,
+)
 
-
-class AutoFTError(Exception):
-    """Base of every error the service reports to a user.
-
-    ``code`` is a stable machine-readable name; ``field`` names the input at fault (a dotted path into the
-    job spec or request), when there is one.
-    """
-
-    code = "internal_error"
-
-    def __init__(self, message: str, *, field: str | None = None, details: Any = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.field = field
-        self.details = details
-
-    def to_dict(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.field is not None:
-            body["field"] = self.field
-        if self.details is not None:
-            body["details"] = self.details
-        return body
-
-
-class InvalidSpec(AutoFTError):
-    """A job spec (or part of one) failed validation."""
-
-    code = "invalid_spec"
-
-
-class UnknownName(InvalidSpec):
-    """A name that must be resolved through a registry is not registered."""
-
-    code = "unknown_name"
-
-
-class UnknownLossTerm(UnknownName):
-    code = "unknown_loss_term"
-
-
-class UnknownTask(UnknownName):
-    code = "unknown_task"
-
-
-class UnknownMetric(UnknownName):
-    code = "unknown_metric"
-
-
-class UnknownFTMethod(UnknownName):
-    """A fine-tuning method name that is not registered."""
-
-    code = "unknown_ft_method"
-
-
-class DuplicateRegistration(AutoFTError):
-    """Two implementations claimed the same registry name."""
-
-    code = "duplicate_registration"
+__all__ = [
+    "AutoFTError",
+    "BackendUnavailable",
+    "DuplicateRegistration",
+    "InvalidSpec",
+    "JobCancelled",
+    "JobNotFound",
+    "JobStateConflict",
+    "SearchFailed",
+    "TrialNotFound",
+    "Unauthorized",
+    "UnknownFTMethod",
+    "UnknownLossTerm",
+    "UnknownMetric",
+    "UnknownName",
+    "UnknownTask",
+    "invalid_spec_from",
+]
 
 
 class JobNotFound(AutoFTError):

@@ -195,7 +195,7 @@ class Runner:
     # One job --------------------------------------------------------------------------------------------
     def run_job(self, job_id: str) -> None:
         job = self.store.get_job(None, job_id)
-        spec = parse_spec(job.spec)
+        spec = parse_spec(job.spec, data_roots=self.settings.data_root_paths)
         listener = StoreListener(self.store, job_id, spec.objective.mode)
         listener.best, listener.best_params = job.best_value, job.best_params
         beat_stop = threading.Event()

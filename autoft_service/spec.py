@@ -8,6 +8,7 @@ Every part is a strict pydantic model (unknown keys are errors). Cross-field che
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -22,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from autoft_service.errors import InvalidSpec
+from autoft_service.errors import InvalidSpec, invalid_spec_from
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -299,28 +300,23 @@ class JobSpec(_Strict):
     final: FinalSpec = Field(default_factory=FinalSpec)
 
 
-def _loc(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(p) for p in loc if not str(p).startswith("function-"))
+def parse_spec(data: Any, *, data_roots: Sequence[str | Path] = ()) -> JobSpec:
+    """Parse and fully validate a spec from a dict; raise ``InvalidSpec`` naming the first bad field.
 
-
-def parse_spec(data: Any) -> JobSpec:
-    """Parse and fully validate a spec from a dict; raise ``InvalidSpec`` naming the first bad field."""
+    ``data_roots`` are the folders the job may read files from (the service passes its configured
+    ``settings.data_root_paths``); a spec that names a file is refused when none are given."""
     if not isinstance(data, dict):
         raise InvalidSpec("a job spec must be a mapping", field="")
     try:
         spec = JobSpec.model_validate(data)
     except ValidationError as e:
-        errors = [{"field": _loc(err["loc"]), "message": err["msg"]} for err in e.errors(include_url=False)]
-        first = errors[0]
-        raise InvalidSpec(
-            f"{first['field']}: {first['message']}", field=first["field"], details=errors
-        ) from None
-    validate_spec(spec)
+        raise invalid_spec_from(e) from None
+    validate_spec(spec, data_roots=data_roots)
     return spec
 
 
-def load_spec_file(path: str | Path) -> JobSpec:
-    """Read a YAML (or JSON) spec file."""
+def load_spec_file(path: str | Path, *, data_roots: Sequence[str | Path] = ()) -> JobSpec:
+    """Read a YAML (or JSON) spec file and validate it as :func:`parse_spec` does."""
     p = Path(path)
     try:
         text = p.read_text()
@@ -330,11 +326,12 @@ def load_spec_file(path: str | Path) -> JobSpec:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise InvalidSpec(f"spec file {str(p)!r} is not valid YAML: {e}", field="spec") from None
-    return parse_spec(data)
+    return parse_spec(data, data_roots=data_roots)
 
 
-def validate_spec(spec: JobSpec) -> None:
-    """Checks that need the registries: every name resolves and the task's parameters are valid."""
+def validate_spec(spec: JobSpec, *, data_roots: Sequence[str | Path] = ()) -> None:
+    """Checks that need the registries: every name resolves and the task's parameters are valid (files the
+    task names must lie inside ``data_roots``)."""
     from workers.loss_terms import LOSS_TERMS
     from workers.metrics import METRICS
     from workers.tasks import resolve_task
@@ -345,7 +342,7 @@ def validate_spec(spec: JobSpec) -> None:
 
     for i, name in enumerate(spec.search.methods):
         m = create_method(name, {}, field=f"search.methods.{i}")
-        if m.requires_text_tower or name in ("wise_ft", "lp"):
+        if m.requires_text_tower or not m.searchable:
             raise InvalidSpec(
                 f"search.methods.{i}: {name!r} cannot be a searched training method",
                 field=f"search.methods.{i}",
@@ -356,7 +353,7 @@ def validate_spec(spec: JobSpec) -> None:
         raise InvalidSpec("at least one loss term is needed", field="search.loss_terms")
     METRICS.get(spec.objective.metric_name, field="objective.metric")
     task_cls = resolve_task(spec.task.name, field="task.name")
-    task_params = task_cls.validate_params(spec.task.params, field="task.params")
+    task_params = task_cls.validate_params(spec.task.params, field="task.params", data_roots=data_roots)
     text_tower = task_cls.supports_text_tower(task_params)
     searched = [(f"search.loss_terms.{i}", t) for i, t in enumerate(spec.search.loss_terms)]
     fixed = [(f"search.fixed_weights.{t}", t) for t, w in spec.search.fixed_weights.items() if w != 0.0]

@@ -104,7 +104,7 @@ def engine_rates(settings: Settings, spec: dict[str, Any], job_id: str) -> tuple
     """Per-trial steady images/s (median of the laps after the first) and the search-stage seconds."""
     from mlflow.tracking import MlflowClient
 
-    result = Engine(settings).run(parse_spec(spec), job_id=job_id)
+    result = Engine(settings).run(parse_spec(spec, data_roots=settings.data_root_paths), job_id=job_id)
     client = MlflowClient(settings.tracking_uri)
     runs = client.search_runs([result.handles.experiment_id], "tags.`autoft.role` = 'trial'")
     rates = []
@@ -140,7 +140,7 @@ def main() -> None:
         bs, steps, n_images = args.batch_size or 32, args.steps or 160, args.images or 256
 
     root = Path(tempfile.mkdtemp(prefix="autoft-throughput-"))
-    os.environ["AUTOFT_DATA_ROOTS"] = str(root)  # before Ray starts, so the workers see it
+    os.environ["AUTOFT_DATA_ROOTS"] = str(root)  # read by Settings below; the engine passes it to the workers
     # full-size architecture on CUDA (random weights: throughput does not depend on their values)
     model_dir = save_tiny_timm(root / "model", image_size=size, arch=arch, model_args=model_args)
     classes = [f"c{i}" for i in range(10)]
@@ -149,13 +149,16 @@ def main() -> None:
 
     settings = Settings(data_dir=root / "svc", ray_num_cpus=os.cpu_count() or 2)
     spec1 = job_spec(model_dir, "data", batch_size=bs, steps=steps, k=1, gpu=cuda)
-    parsed = parse_spec(spec1)
+    roots = settings.data_root_paths
+    parsed = parse_spec(spec1, data_roots=roots)
     from workers.tasks import resolve_task
 
-    resolve_task(parsed.task.name).create(parsed.task.params, settings.cache_dir).prepare()  # decode once
+    resolve_task(parsed.task.name).create(parsed.task.params, settings.cache_dir, data_roots=roots).prepare()
     accel = Accel.for_run(torch.device("cuda" if cuda else "cpu"), "auto", cpu_threads=1)
     torch.set_num_threads(1)
-    prepared = prepared_task(parsed.task.name, parsed.task.params, str(settings.cache_dir), accel.device)
+    prepared = prepared_task(
+        parsed.task.name, parsed.task.params, str(settings.cache_dir), accel.device, data_roots=roots
+    )
     raw = raw_loop(prepared, accel, bs, steps, warmup=max(5, steps // 10))
     del prepared
     if cuda:

@@ -121,7 +121,7 @@ def model_from_state(
     ctx: FinalContext, state_dict: dict[str, torch.Tensor]
 ) -> tuple[Classifier, torch.Tensor]:
     """Rebuild a trained classifier on CPU from :func:`run_method`'s state dict, with an example input."""
-    prepared = prepared_task(ctx.task_name, ctx.task_params, ctx.cache_dir)
+    prepared = prepared_task(ctx.task_name, ctx.task_params, ctx.cache_dir, data_roots=ctx.data_roots)
     model = build_model(prepared, "lp", 0, torch.device("cpu"))
     model.load_state_dict(state_dict)
     return model.eval(), prepared.data.id_val.x[:2].clone()

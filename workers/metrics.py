@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import torch
 
-from autoft_service.errors import UnknownMetric
+from workers.errors import UnknownMetric
 from workers.registry import Registry
 
 MetricFn = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None", int], float]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,8 @@ class WorkerContext(BaseModel):
     task_name: str
     task_params: dict[str, Any]
     cache_dir: str
+    #: The folders the task may read user files from (the service's data roots); never the environment.
+    data_roots: tuple[str, ...] = ()
     use_gpu: bool = False
     cpu_threads: int = 1
     precision: Precision = "auto"
@@ -45,7 +47,9 @@ class WorkerContext(BaseModel):
         task (once per process)."""
         torch.set_num_threads(max(1, self.cpu_threads))
         accel = self.accel()
-        return accel, prepared_task(self.task_name, self.task_params, self.cache_dir, accel.device)
+        return accel, prepared_task(
+            self.task_name, self.task_params, self.cache_dir, accel.device, data_roots=self.data_roots
+        )
 
 
 @dataclass
@@ -61,7 +65,7 @@ class PreparedTask:
     resident: dict[str, Classifier] = field(default_factory=dict)
 
 
-_cache: dict[str, PreparedTask] = {}
+_cache: dict[tuple[str, tuple[str, ...]], PreparedTask] = {}
 _cache_lock = threading.Lock()
 
 
@@ -70,16 +74,20 @@ def prepared_task(
     task_params: Mapping[str, Any],
     cache_dir: str | Path,
     device: torch.device | None = None,
+    *,
+    data_roots: Sequence[str | Path] = (),
 ) -> PreparedTask:
     """Load (once per process) the task's data, backbone and linear-probe head; later calls are free.
 
     The frozen ID-train features the LP head is fitted on are cached on disk (keyed by the task and a
     fingerprint of the pretrained weights), so only the first worker on a machine runs the backbone over
-    the training set; ``device`` is where that extraction runs (fp32)."""
-    key = repr((task_name, sorted(task_params.items()), str(cache_dir)))
+    the training set; ``device`` is where that extraction runs (fp32). ``data_roots`` are the folders the
+    task may read user files from."""
+    roots = tuple(str(r) for r in data_roots)
+    key = repr((task_name, sorted(task_params.items()), str(cache_dir)))  # also names the on-disk features
     with _cache_lock:
-        if key not in _cache:
-            task: Task = _resolve_task(task_name).create(dict(task_params), Path(cache_dir))
+        if (key, roots) not in _cache:
+            task: Task = _resolve_task(task_name).create(dict(task_params), Path(cache_dir), data_roots=roots)
             data = task.load()
             if data.init_head is not None:  # the task's own starting head (e.g. CLIP zero-shot)
                 head = data.init_head
@@ -89,8 +97,8 @@ def prepared_task(
                     data.backbone, data.id_train, data.feature_dim, data.num_classes,
                     device=torch.device("cpu"), features=feats,
                 )  # fmt: skip
-            _cache[key] = PreparedTask(data=data, lp_head=head)
-        return _cache[key]
+            _cache[key, roots] = PreparedTask(data=data, lp_head=head)
+        return _cache[key, roots]
 
 
 def weights_fingerprint(module: torch.nn.Module) -> str:

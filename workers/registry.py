@@ -1,13 +1,23 @@
-"""A small name → implementation registry shared by loss terms, tasks and metrics."""
+"""A small name → implementation registry shared by loss terms, tasks, fine-tuning methods and metrics.
+
+Adding an implementation is one new file: a module in a plug-in package (``workers/loss_terms/``,
+``workers/ft_methods/``, ``workers/tasks/``) whose class carries ``@REGISTRY.register("name")``. The
+package's ``__init__`` calls :func:`import_submodules`, which imports every module of the package, so no
+import line is kept by hand.
+"""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Callable, Iterator
+from types import ModuleType
 from typing import Generic, TypeVar
 
-from autoft_service.errors import DuplicateRegistration, UnknownName
+from workers.errors import DuplicateRegistration, UnknownName
 
 T = TypeVar("T")
+Obj = TypeVar("Obj")
 
 
 class Registry(Generic[T]):
@@ -18,16 +28,24 @@ class Registry(Generic[T]):
         self._items: dict[str, T] = {}
         self._unknown_error = unknown_error
 
-    def register(self, name: str) -> Callable[[T], T]:
-        """Decorator: register ``obj`` under ``name``."""
+    def register(self, name: str) -> Callable[[Obj], Obj]:
+        """Decorator: register the decorated class or function under ``name``.
 
-        def deco(obj: T) -> T:
-            self.add(name, obj)
+        A class also gets ``name`` as its ``name`` attribute (the name the spec, the catalog and the logs
+        use). Registering a second, different implementation under a taken name raises
+        ``DuplicateRegistration``."""
+
+        def deco(obj: Obj) -> Obj:
+            self.add(name, obj)  # type: ignore[arg-type]
+            if isinstance(obj, type):
+                obj.name = name  # type: ignore[attr-defined]
             return obj
 
         return deco
 
     def add(self, name: str, obj: T) -> None:
+        if not name:
+            raise DuplicateRegistration(f"a {self.kind} needs a non-empty name")
         if name in self._items and self._items[name] is not obj:
             raise DuplicateRegistration(f"{self.kind} {name!r} is already registered")
         self._items[name] = obj
@@ -50,3 +68,17 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+def import_submodules(package: str | ModuleType) -> list[str]:
+    """Import every module of ``package`` (its direct modules and sub-packages, not ``_private`` ones) so their
+    ``@register`` decorators run; return the imported module names, sorted."""
+    pkg = importlib.import_module(package) if isinstance(package, str) else package
+    names = sorted(
+        f"{pkg.__name__}.{info.name}"
+        for info in pkgutil.iter_modules(pkg.__path__)
+        if not info.name.startswith("_")
+    )
+    for name in names:
+        importlib.import_module(name)
+    return names

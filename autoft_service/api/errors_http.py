@@ -1,4 +1,4 @@
-"""The one place that maps errors to HTTP: a table from error code to status, and the handlers.
+"""The one place that maps errors to HTTP: a table from error class to status, and the handlers.
 
 Every non-2xx response has the same body: ``{"error": {"code", "message", "field", "details"}}``, whether the
 error came from the domain (``AutoFTError``), from request validation, from malformed JSON, from an oversized
@@ -17,7 +17,15 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
-from autoft_service.errors import AutoFTError
+from autoft_service.errors import (
+    AutoFTError,
+    BackendUnavailable,
+    InvalidSpec,
+    JobNotFound,
+    JobStateConflict,
+    TrialNotFound,
+    Unauthorized,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,29 +54,31 @@ class MethodNotAllowed(AutoFTError):
     code = "method_not_allowed"
 
 
-#: Error code → HTTP status. Codes not listed are server errors (500).
-STATUS_BY_CODE: dict[str, int] = {
-    "malformed_json": 400,
-    "unauthorized": 401,
-    "not_found": 404,
-    "job_not_found": 404,
-    "trial_not_found": 404,
-    "method_not_allowed": 405,
-    "job_state_conflict": 409,
-    "payload_too_large": 413,
-    "invalid_request": 422,
-    "invalid_spec": 422,
-    "unknown_name": 422,
-    "unknown_loss_term": 422,
-    "unknown_task": 422,
-    "unknown_metric": 422,
-    "unknown_ft_method": 422,
-    "backend_unavailable": 503,
+#: Error class → HTTP status. An error takes the status of the nearest class of its MRO listed here, so a
+#: new subclass of a known error (a new ``UnknownName`` …) inherits its parent's status; classes with no
+#: listed ancestor are server errors (500).
+STATUS_BY_CLASS: dict[type[AutoFTError], int] = {
+    MalformedJSON: 400,
+    Unauthorized: 401,
+    RouteNotFound: 404,
+    JobNotFound: 404,
+    TrialNotFound: 404,
+    MethodNotAllowed: 405,
+    JobStateConflict: 409,
+    PayloadTooLarge: 413,
+    InvalidRequest: 422,
+    InvalidSpec: 422,  # and every UnknownName: loss terms, tasks, metrics, methods
+    BackendUnavailable: 503,
 }
 
 
 def status_for(error: AutoFTError) -> int:
-    return STATUS_BY_CODE.get(error.code, 500)
+    """The HTTP status of ``error``: that of the nearest class in its MRO listed in ``STATUS_BY_CLASS``."""
+    for cls in type(error).__mro__:
+        status = STATUS_BY_CLASS.get(cls)  # type: ignore[call-overload]
+        if status is not None:
+            return status
+    return 500
 
 
 class ErrorDetail(BaseModel):

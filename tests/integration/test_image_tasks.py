@@ -29,8 +29,8 @@ CLASSES = ["circle", "square", "triangle"]
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A data root with one tiny model per family and every split; ``AUTOFT_DATA_ROOTS`` points at it
-    (set before Ray starts, so the workers see it too)."""
+    """A data root with one tiny model per family and every split; ``AUTOFT_DATA_ROOTS`` points at it, so
+    the service settings of every test name it (the engine passes the roots on to the workers)."""
     root = tmp_path_factory.mktemp("data-root")
     save_tiny_timm(root / "models" / "timm-vit")
     save_tiny_open_clip(root / "models" / "clip")
@@ -134,7 +134,8 @@ def test_job_runs_end_to_end_for_each_model_family(
     spec = image_spec(model, baselines)
     if family == "open_clip":  # AutoFT's contrastive term is searched like the others
         spec["search"]["loss_terms"] = ["ce", "flyp", "l2_init"]
-    result = Engine(settings).run(parse_spec(spec), job_id=f"img-{family}", listener=rec)
+    spec_ = parse_spec(spec, data_roots=[data_root])
+    result = Engine(settings).run(spec_, job_id=f"img-{family}", listener=rec)
     if family == "open_clip":
         assert all(e.params["loss/flyp/weight"] > 0 for e in rec.finished)
 
@@ -166,9 +167,8 @@ def _packed(resources: dict[str, Any], tmp_path: Path, job_id: str) -> list[Tria
     spec["budget"].update(trials=2, inner_steps=40, eval_every=20)
     spec["resources"] = resources
     rec = Recorder()
-    Engine(Settings(data_dir=tmp_path / "svc", ray_num_cpus=2)).run(
-        parse_spec(spec), job_id=job_id, listener=rec
-    )
+    settings = Settings(data_dir=tmp_path / "svc", ray_num_cpus=2)  # AUTOFT_DATA_ROOTS: the fixture's root
+    Engine(settings).run(parse_spec(spec, data_roots=settings.data_root_paths), job_id=job_id, listener=rec)
     return rec.finished
 
 
@@ -197,16 +197,16 @@ def test_spec_outside_the_data_roots_is_rejected(data_root: Path, tmp_path: Path
     spec = image_spec(FAMILIES["timm"][0], [])
     spec["task"]["params"]["data"]["ood_val"] = {"format": "imagefolder", "path": str(outside)}
     with pytest.raises(InvalidSpec) as e:
-        parse_spec(spec)
+        parse_spec(spec, data_roots=[data_root])
     assert e.value.field == "task.params.data.ood_val.path" and "outside the data roots" in str(e.value)
 
     spec = image_spec({"family": "timm", "path": "models/missing"}, [])
     with pytest.raises(InvalidSpec) as e:
-        parse_spec(spec)
+        parse_spec(spec, data_roots=[data_root])
     assert e.value.field == "task.params.model.path" and "does not exist" in str(e.value)
 
 
 def test_flyp_is_refused_for_a_model_without_a_text_tower(data_root: Path) -> None:
     with pytest.raises(InvalidSpec) as e:
-        parse_spec(image_spec(FAMILIES["hf"][0], ["flyp"]))
+        parse_spec(image_spec(FAMILIES["hf"][0], ["flyp"]), data_roots=[data_root])
     assert e.value.field == "final.baselines.0"

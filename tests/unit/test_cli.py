@@ -51,3 +51,22 @@ def test_resume_of_unknown_job_is_an_error(tmp_path: Path) -> None:
     good.write_text(yaml.safe_dump(small_spec()))
     res = runner.invoke(app, ["run", str(good), "--data-dir", str(tmp_path / "d"), "--resume", "nope"])
     assert res.exit_code == 2 and "--resume" in res.output
+
+
+def test_validate_checks_paths_against_the_data_dirs_roots(tmp_path: Path) -> None:
+    from workers.images.tiny_models import save_tiny_timm
+
+    root = tmp_path / "d" / "datasets"  # the default data root of --data-dir d
+    save_tiny_timm(root / "m")
+    (root / "train").mkdir()
+    here = {"format": "imagefolder", "path": "train"}
+    params = {
+        "model": {"family": "timm", "path": "m"},
+        "data": {"id_train": here, "id_test": here, "ood_val": here},
+    }
+    spec = tmp_path / "img.yaml"
+    spec.write_text(yaml.safe_dump(small_spec(task={"name": "image-classification", "params": params})))
+    res = runner.invoke(app, ["validate", str(spec), "--data-dir", str(tmp_path / "d")])
+    assert res.exit_code == 0 and "valid" in res.output, res.output
+    res = runner.invoke(app, ["validate", str(spec), "--data-dir", str(tmp_path / "elsewhere")])
+    assert res.exit_code == 2 and "task.params.model.path" in res.output

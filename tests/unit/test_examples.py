@@ -28,13 +28,12 @@ def _lay_out(root: Path, params: dict) -> None:
 
 
 @pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
-def test_example_spec_validates(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_example_spec_validates(path: Path, tmp_path: Path) -> None:
     raw = yaml.safe_load(path.read_text())
-    monkeypatch.setenv("AUTOFT_DATA_ROOTS", str(tmp_path))
     with pytest.raises(InvalidSpec) as e:  # nothing laid out yet: the first missing path is named
-        load_spec_file(path)
+        load_spec_file(path, data_roots=[tmp_path])
     assert e.value.field.startswith("task.params.")
     _lay_out(tmp_path, raw["task"]["params"])
-    spec = load_spec_file(path)
+    spec = load_spec_file(path, data_roots=[tmp_path])
     assert spec.task.name == "image-classification"
     assert spec.resources.gpus_per_trial < 1  # the example packs trials per GPU

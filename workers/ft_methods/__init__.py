@@ -1,4 +1,5 @@
-"""Robust fine-tuning methods, one file each, registered by name on import (see :mod:`.base` for the contract).
+"""Robust fine-tuning methods, one file each, registered by name (see :mod:`.base` for the contract): every
+module of this package is imported here, so a new method is one new file with ``@register_ft_method("name")``.
 
 ``FT_METHODS`` maps a name to its class; :func:`create_method` resolves a name and validates its params;
 :func:`train_with_method` runs any method through the one shared training loop.
@@ -6,19 +7,6 @@
 
 from __future__ import annotations
 
-from workers.ft_methods import (  # noqa: F401 - importing registers the methods
-    delta,
-    flyp,
-    ft,
-    ftp,
-    l2_sp,
-    layerwise,
-    lp,
-    lp_ft,
-    spd,
-    tpgm,
-    wise_ft,
-)
 from workers.ft_methods.base import (
     FT_METHODS,
     FTMethod,
@@ -38,6 +26,9 @@ from workers.ft_methods.layerwise import (
 from workers.ft_methods.train import MethodResult, train_with_method
 from workers.ft_methods.wise_ft import wise_ft_interpolate, wise_ft_sweep
 from workers.loss_terms.flyp import flyp_contrastive_loss
+from workers.registry import import_submodules
+
+import_submodules(__name__)
 
 __all__ = [
     "FT_METHODS",

@@ -37,8 +37,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 
-from autoft_service.errors import InvalidSpec, UnknownFTMethod
 from workers.accel import Accel
+from workers.errors import UnknownFTMethod, invalid_spec_from
 from workers.model import Classifier
 from workers.objective import text_tower_names
 from workers.registry import Registry
@@ -172,13 +172,6 @@ def describe_optimizer(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     return {"type": type(optimizer).__name__, "groups": groups}
 
 
-def validation_error(e: ValidationError, prefix: str) -> InvalidSpec:
-    """The first pydantic error as an ``InvalidSpec`` naming the dotted field at fault."""
-    err = e.errors(include_url=False)[0]
-    where = ".".join([prefix, *(str(p) for p in err["loc"])])
-    return InvalidSpec(f"{where}: {err['msg']}", field=where)
-
-
 class FTMethod(ABC):  # noqa: B024 - every hook has a default; subclasses override what they change
     """Base class of every fine-tuning method (see the module docstring for the hook order).
 
@@ -196,6 +189,9 @@ class FTMethod(ABC):  # noqa: B024 - every hook has a default; subclasses overri
     #: The method's own regulariser replaces the caller's weight decay on the parameters it regularises
     #: (a search should not also search weight decay for them); the effective values are in ``info``.
     replaces_weight_decay: ClassVar[bool] = False
+    #: May be a searched training method (``search.methods``); ``False`` for methods that are only
+    #: final-stage baselines (a linear probe, a post-hoc interpolation).
+    searchable: ClassVar[bool] = True
 
     def __init__(self, params: MethodParams | None = None) -> None:
         self.params = params if params is not None else self.Params()
@@ -208,7 +204,7 @@ class FTMethod(ABC):  # noqa: B024 - every hook has a default; subclasses overri
         try:
             return cls.Params.model_validate(dict(raw or {}))
         except ValidationError as e:
-            raise validation_error(e, field) from None
+            raise invalid_spec_from(e, field) from None
 
     @classmethod
     def create(cls, raw: Mapping[str, Any] | None = None, *, field: str = "method.params") -> FTMethod:
@@ -289,15 +285,9 @@ class FTMethod(ABC):  # noqa: B024 - every hook has a default; subclasses overri
 FT_METHODS: Registry[type[FTMethod]] = Registry("fine-tuning method", UnknownFTMethod)
 
 
-def register_ft_method(name: str):  # type: ignore[no-untyped-def]
-    """Class decorator registering an :class:`FTMethod` under ``name`` (a duplicate name raises)."""
-
-    def deco(cls: type[FTMethod]) -> type[FTMethod]:
-        FT_METHODS.add(name, cls)
-        cls.name = name
-        return cls
-
-    return deco
+#: Class decorator registering an :class:`FTMethod` under ``name`` (:meth:`Registry.register`; a duplicate
+#: name raises).
+register_ft_method = FT_METHODS.register
 
 
 def create_method(

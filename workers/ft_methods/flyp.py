@@ -26,7 +26,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from autoft_service.errors import InvalidSpec
+from workers.errors import InvalidSpec
 from workers.ft_methods.base import (
     HEAD_PREFIX,
     FTMethod,

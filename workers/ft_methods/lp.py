@@ -26,6 +26,8 @@ class LinearProbe(FTMethod):
         "Out-of-Distribution. ICLR 2022. https://arxiv.org/abs/2202.10054"
     )
     Params = LPParams
+    #: Trains no backbone: a search over it would not search fine-tuning.
+    searchable = False
 
     def trainable(self, model: Classifier) -> Iterable[str]:
         return [n for n, _ in model.named_parameters() if n.startswith(HEAD_PREFIX)]

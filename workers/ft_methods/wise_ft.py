@@ -147,6 +147,8 @@ class WiseFT(FTMethod):
     )
     Params = WiseFTParams
     params: WiseFTParams
+    #: A post-hoc stage over a base method: a final-stage baseline, not a searched training method.
+    searchable = False
 
     def __init__(self, params: MethodParams | None = None, *, field: str = "method.params") -> None:
         super().__init__(params)

@@ -30,8 +30,8 @@ import torch
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
-from autoft_service.errors import InvalidSpec
 from workers.disk_cache import file_lock, mark_used
+from workers.errors import InvalidSpec
 from workers.images.paths import confine, spec_error
 from workers.images.preprocess import Preprocess
 
@@ -332,6 +332,66 @@ def list_examples(
             ex.group_names,
         )
     return ex
+
+
+def check_source(src: DataSource, roots: Sequence[Path], *, field: str) -> None:
+    """The checks of a source cheap enough for submission; no image is opened or decoded.
+
+    - The folder or manifest exists inside ``roots`` (symlinks followed).
+    - ImageFolder: every symlink in the tree (class folders, images, anything not hidden) resolves inside
+      ``roots``; the walk reads directory entries only.
+    - Manifest: it is readable, has the named columns and a label (and group) on every row, its
+      ``image_root`` lies inside ``roots``, and every row's image path resolves inside ``roots`` (whether
+      the images exist is checked when the job prepares its data).
+
+    An error is :class:`InvalidSpec` naming ``field``'s sub-field, with the same message whether a path
+    outside the roots exists or not."""
+    if isinstance(src, ImageFolderSource):
+        _confine_links(_folder(src, roots, field), roots, f"{field}.path")
+        return
+    file, table = _read_manifest(src, roots, field)
+    base = file.parent
+    if src.image_root is not None:
+        base = confine(
+            src.image_root, roots, field=f"{field}.image_root", base=file.parent, kind="image root"
+        )
+    real_roots = [Path(os.path.realpath(r)) for r in roots]
+    parents: dict[str, Path] = {}  # rows share a few folders: resolve each folder once
+    for i, raw in enumerate(table.paths):
+        if not isinstance(raw, str) or not raw:
+            raise spec_error(f"{field}.path", f"row {i + 1} of {src.path!r}: the image path is missing")
+        joined = os.path.join(base, raw)
+        if "\x00" not in joined and ".." not in Path(joined).parts:
+            folder, name = os.path.split(joined)
+            if folder not in parents:
+                parents[folder] = Path(os.path.realpath(folder))
+            real = parents[folder] / name
+            if os.path.islink(real):
+                real = Path(os.path.realpath(real))
+            if any(real.is_relative_to(r) for r in real_roots):
+                continue
+        # outside (or not simple): the one check that says why, with the one message
+        confine(raw, roots, field=f"{field}.path", base=base, must_exist=False, kind=f"image (row {i + 1})")
+
+
+def _confine_links(top: Path, roots: Sequence[Path], field: str) -> None:
+    """Every non-hidden symlink under ``top`` resolves inside ``roots``; symlinked folders are walked too."""
+    seen: set[str] = set()
+    stack = [top]
+    while stack:
+        d = stack.pop()
+        real = os.path.realpath(d)
+        if real in seen:
+            continue
+        seen.add(real)
+        with os.scandir(d) as entries:
+            for e in entries:
+                if e.name.startswith("."):
+                    continue
+                if e.is_symlink():  # checked before its target is looked at
+                    confine(e.path, roots, field=field, must_exist=False, kind="symlink")
+                if e.is_dir():
+                    stack.append(Path(e.path))
 
 
 def _by_class(labels: Sequence[int]) -> dict[int, list[int]]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
-from autoft_service.errors import InvalidSpec
+from workers.errors import InvalidSpec
 from workers.images.paths import confine, spec_error
 from workers.images.preprocess import Normalize, Preprocess
 
@@ -40,6 +41,51 @@ DEFAULT_TEMPLATES = (
 )
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors",
                 "open_clip_pytorch_model.bin")  # fmt: skip
+
+
+#: Words that make a free-form argument's key name a file, folder, URL or pretrained weights (timm's
+#: ``checkpoint_path``, ``pretrained_cfg`` / ``pretrained_cfg_overlay`` with their ``file``, ``cache_dir`` …).
+_FILE_WORDS = frozenset({
+    "path", "paths", "file", "files", "filename", "dir", "directory", "folder", "checkpoint", "ckpt",
+    "pretrained", "url", "uri", "hub", "cache", "root", "weights", "location",
+})  # fmt: skip
+FILE_ARGUMENT_REFUSED = (
+    "model arguments may not name files, folders, URLs or pretrained weights (the weights come from 'path')"
+)
+
+
+def _path_like(value: str) -> bool:
+    return "/" in value or "\\" in value or value.startswith(("~", ".")) or "\x00" in value
+
+
+def _names_a_file(key: str, value: Any) -> bool:
+    """A key with a file word whose value could be a location (not a number: ``drop_path_rate: 0.1``)."""
+    words = set(re.split(r"[^a-z0-9]+", key.lower()))
+    could_locate = value is True or (isinstance(value, (str, dict, list, tuple)) and bool(value))
+    return bool(words & _FILE_WORDS) and could_locate
+
+
+def file_naming_argument(args: Any, where: str = "") -> str | None:
+    """The dotted key (relative to ``args``) of the first free-form argument that could make a library open
+    a file: a key that names a path, file, folder, URL, hub or pretrained weights, or a string value that
+    looks like a path or URL, at any depth. ``None`` when there is none.
+
+    Such arguments are refused rather than confined: the adapters take weights only from the spec's
+    ``path``, which is checked against the data roots, so no library ever gets a second path to open."""
+    if isinstance(args, dict):
+        for k, v in args.items():
+            key = f"{where}.{k}" if where else str(k)
+            if _names_a_file(str(k), v):
+                return key
+            if (found := file_naming_argument(v, key)) is not None:
+                return found
+    elif isinstance(args, (list, tuple)):
+        for i, v in enumerate(args):
+            if (found := file_naming_argument(v, f"{where}.{i}" if where else str(i))) is not None:
+                return found
+    elif isinstance(args, str) and _path_like(args):
+        return where or "."
+    return None
 
 
 def _offline() -> None:
@@ -58,7 +104,11 @@ class TimmModel(_Spec):
     family: Literal["timm"]
     path: str
     arch: str | None = Field(default=None, description="timm model name; required when path is a file.")
-    model_args: dict[str, Any] = Field(default_factory=dict, description="Extra timm.create_model kwargs.")
+    model_args: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Extra timm.create_model kwargs (architecture options only: no argument may name a file, "
+        "a folder, a URL or pretrained weights; the weights come from 'path').",
+    )
 
 
 class OpenClipModel(_Spec):
@@ -197,17 +247,53 @@ def _weights_in(folder: Path) -> Path | None:
     return next((folder / n for n in WEIGHT_FILES if (folder / n).is_file()), None)
 
 
+def _read_json(file: Path, field: str) -> dict[str, Any]:
+    try:
+        cfg = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise spec_error(field, f"cannot read {file.name}: {_short(e)}") from None
+    if not isinstance(cfg, dict):
+        raise spec_error(field, f"{file.name} is not a JSON object")
+    return cfg
+
+
+def _confine_folder(folder: Path, roots: Sequence[Path], field: str) -> None:
+    """Every symlink in a model folder (at any depth) must resolve inside the roots: a library loading the
+    folder opens what it finds there."""
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for name in [*dirnames, *filenames]:
+            p = os.path.join(dirpath, name)
+            if os.path.islink(p):
+                confine(p, roots, field=field, kind="model file", must_exist=False)
+
+
+def _confine_shards(folder: Path, roots: Sequence[Path], field: str) -> None:
+    """A sharded Hugging Face checkpoint's index names its shard files: each must lie inside the roots."""
+    for index in sorted(folder.glob("*.index.json")):
+        weight_map = _read_json(index, field).get("weight_map", {})
+        for shard in sorted(set(weight_map.values()) if isinstance(weight_map, dict) else ()):
+            confine(str(shard), roots, field=field, base=folder, must_exist=False, kind=f"{index.name} shard")
+
+
 def check_model_spec(spec: TimmModel | OpenClipModel | HFModel, roots: Sequence[Path], *,
                      field: str = "task.params.model") -> Path:  # fmt: skip
     """Cheap checks at submission: the path is inside the data roots and exists, the layout is the one the
     family expects, the family's package is installed. Returns the resolved path."""
+    if isinstance(spec, TimmModel) and (where := file_naming_argument(spec.model_args)) is not None:
+        raise spec_error(f"{field}.model_args.{where}", FILE_ARGUMENT_REFUSED)  # nothing is opened first
     path = confine(spec.path, roots, field=f"{field}.path", kind="weights path")
     _require(spec.family, field)
+    if path.is_dir():
+        _confine_folder(path, roots, f"{field}.path")
     if isinstance(spec, HFModel):
         if not path.is_dir() or not (path / "config.json").is_file():
             raise spec_error(
                 f"{field}.path", f"{spec.path!r} is not a Hugging Face model folder (no config.json)"
             )
+        _confine_shards(path, roots, f"{field}.path")
+        if (path / "adapter_config.json").exists():  # transformers would load the base model it names
+            raise spec_error(f"{field}.path", "adapter folders (adapter_config.json) are not supported; "
+                                              "give the merged model's save_pretrained folder")  # fmt: skip
         return path
     config = "config.json" if isinstance(spec, TimmModel) else "open_clip_config.json"
     if path.is_dir():
@@ -218,12 +304,18 @@ def check_model_spec(spec: TimmModel | OpenClipModel | HFModel, roots: Sequence[
             raise spec_error(
                 f"{field}.path", f"folder {spec.path!r} holds no weights ({', '.join(WEIGHT_FILES)})"
             )
+        if isinstance(spec, TimmModel):
+            args = _read_json(path / config, f"{field}.path").get("model_args", {})
+            if (where := file_naming_argument(args)) is not None:
+                raise spec_error(f"{field}.path", f"{config} model_args.{where}: {FILE_ARGUMENT_REFUSED}")
     elif spec.arch is None:
         raise spec_error(
             f"{field}.arch", f"{spec.path!r} is a single weights file: name its architecture in 'arch'"
         )
     if isinstance(spec, OpenClipModel):
-        _clip_config(spec, path, field)
+        _, cfg = _clip_config(spec, path, field)  # refuses hub text towers with their own message first
+        if path.is_dir() and (where := file_naming_argument(cfg)) is not None:
+            raise spec_error(f"{field}.path", f"open_clip_config.json {where}: {FILE_ARGUMENT_REFUSED}")
     elif spec.arch is not None:
         import timm
 

@@ -3,6 +3,10 @@
 A job spec may name weights files, image folders and manifests; a manifest names image files. Every one of
 them must resolve (symlinks followed) to a location inside one of the data roots, so a spec cannot make the
 service read ``/etc/passwd`` or another tenant's data. Relative paths are taken relative to the first root.
+
+The roots are always given by the caller (the service passes its configured ``AUTOFT_DATA_ROOTS``: to spec
+validation as the pydantic validation context, to a worker in its ``WorkerContext``); nothing here reads the
+environment.
 """
 
 from __future__ import annotations
@@ -11,22 +15,12 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from autoft_service.errors import InvalidSpec
+from workers.errors import InvalidSpec
 
 
 def spec_error(field: str, message: str) -> InvalidSpec:
     """The error for a bad value at ``field`` of a job spec: ``"<field>: <message>"``, a 4xx naming it."""
     return InvalidSpec(f"{field}: {message}", field=field)
-
-
-def data_roots() -> list[Path]:
-    """The configured data roots (``AUTOFT_DATA_ROOTS``, ``os.pathsep``-separated), resolved.
-
-    Read afresh on every call (not the process-wide cached settings): it is cheap, called only when a spec
-    is validated or a task loads, and a change of the variable must never leave a stale, wider root."""
-    from autoft_service.settings import Settings
-
-    return Settings().data_root_paths
 
 
 def _inside(p: Path, roots: Sequence[Path]) -> bool:

@@ -28,13 +28,14 @@ from torch import nn
 from workers.images.data import (
     DataSource,
     Examples,
+    check_source,
     class_balanced_subsample,
     decode_images,
     discover_classes,
     list_examples,
 )
 from workers.images.model_adapters import LoadedModel, ModelSpec, check_model_spec, load_model
-from workers.images.paths import confine, data_roots, spec_error
+from workers.images.paths import spec_error
 from workers.tasks.base import Split, Task, TaskData, register_task
 
 FIELD = "task.params"
@@ -96,13 +97,14 @@ class ImageTaskParams(BaseModel):
 
     @model_validator(mode="after")
     def _paths(self, info: ValidationInfo) -> ImageTaskParams:
-        """Cheap checks at submission: every named path is inside the data roots and exists, the model's
-        package is installed. (Manifests' image lists are checked when the job prepares its data.)"""
-        roots = (info.context or {}).get("data_roots") if info.context else None
-        roots = data_roots() if roots is None else roots
+        """Cheap checks at submission: every path the spec names (model weights, folders, manifests, image
+        roots) is inside the data roots and exists, no model argument names a file, no symlink in the model
+        or image folders and no manifest row leads outside the roots, the model's package is installed.
+        (Whether each listed image exists and decodes is checked when the job prepares its data.)"""
+        roots = tuple((info.context or {}).get("data_roots") or ())
         check_model_spec(self.model, roots, field=f"{FIELD}.model")
         for name, src in self.data.named().items():
-            confine(src.path, roots, field=f"{FIELD}.data.{name}.path", kind="dataset path")
+            check_source(src, roots, field=f"{FIELD}.data.{name}")
         if self.head_init == "zeroshot" and self.model.family != "open_clip":
             raise ValueError("head_init 'zeroshot' needs an open_clip (CLIP) model")
         return self
@@ -126,7 +128,7 @@ class ImageClassificationTask(Task):
         self.load()
 
     def load(self) -> TaskData:
-        p, roots = self.params, data_roots()
+        p, roots = self.params, self.data_roots
         loaded = load_model(p.model, roots, field=f"{FIELD}.model")
         classes = list(p.classes or discover_classes(p.data.id_train, roots, field=f"{FIELD}.data.id_train"))
 

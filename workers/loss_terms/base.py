@@ -16,7 +16,7 @@ from typing import ClassVar
 
 import torch
 
-from autoft_service.errors import UnknownLossTerm
+from workers.errors import UnknownLossTerm
 from workers.registry import Registry
 
 
@@ -70,15 +70,8 @@ class LossTerm(ABC):
 LOSS_TERMS: Registry[type[LossTerm]] = Registry("loss term", UnknownLossTerm)
 
 
-def register_loss_term(name: str):  # type: ignore[no-untyped-def]
-    """Class decorator registering a :class:`LossTerm` under ``name``."""
-
-    def deco(cls: type[LossTerm]) -> type[LossTerm]:
-        cls.name = name
-        LOSS_TERMS.add(name, cls)
-        return cls
-
-    return deco
+#: Class decorator registering a :class:`LossTerm` under ``name`` (:meth:`Registry.register`).
+register_loss_term = LOSS_TERMS.register
 
 
 def softmax_entropy(logits: torch.Tensor) -> torch.Tensor:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -22,7 +23,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
 
-from autoft_service.errors import InvalidSpec, UnknownTask
+from workers.errors import UnknownTask, invalid_spec_from
 from workers.registry import Registry
 
 
@@ -90,15 +91,22 @@ class Task(ABC):
         self.params = params
         self.cache_dir = Path(cache_dir)
 
+    #: The folders this task may read user files from (weights, datasets, manifests), given by the caller
+    #: of :meth:`create`; never read from the environment.
+    data_roots: tuple[Path, ...] = ()
+
     @classmethod
-    def validate_params(cls, raw: dict[str, Any], *, field: str = "task.params") -> BaseModel:
-        """Validate raw parameters; raise ``InvalidSpec`` naming the parameter at fault."""
+    def validate_params(
+        cls, raw: dict[str, Any], *, field: str = "task.params", data_roots: Sequence[str | Path] = ()
+    ) -> BaseModel:
+        """Validate raw parameters; raise ``InvalidSpec`` naming the parameter at fault.
+
+        ``data_roots`` reaches the ``Params`` validators as ``info.context["data_roots"]`` (a tuple of
+        ``Path``), so a task that names files checks them against the roots at submission."""
         try:
-            return cls.Params.model_validate(raw)
+            return cls.Params.model_validate(raw, context={"data_roots": _roots(data_roots)})
         except ValidationError as e:
-            err = e.errors(include_url=False)[0]
-            where = ".".join([field, *(str(p) for p in err["loc"])])
-            raise InvalidSpec(f"{where}: {err['msg']}", field=where) from None
+            raise invalid_spec_from(e, field) from None
 
     @classmethod
     def supports_text_tower(cls, params: BaseModel) -> bool:
@@ -106,8 +114,14 @@ class Task(ABC):
         return cls.has_text_tower
 
     @classmethod
-    def create(cls, raw_params: dict[str, Any], cache_dir: Path) -> Task:
-        return cls(cls.validate_params(raw_params), cache_dir)
+    def create(
+        cls, raw_params: dict[str, Any], cache_dir: Path, *, data_roots: Sequence[str | Path] = ()
+    ) -> Task:
+        """A task from raw parameters (validated against ``data_roots``), reading files only inside them."""
+        roots = _roots(data_roots)
+        task = cls(cls.validate_params(raw_params, data_roots=roots), cache_dir)
+        task.data_roots = roots
+        return task
 
     def prepare(self) -> None:  # noqa: B027 - optional hook
         """One-time, cached, expensive work (e.g. pretraining). Called once in the driver."""
@@ -117,18 +131,17 @@ class Task(ABC):
         """Build the task's data and pretrained backbone. Cheap after :meth:`prepare`."""
 
 
+def _roots(data_roots: Sequence[str | Path]) -> tuple[Path, ...]:
+    if isinstance(data_roots, (str, Path)):  # one root given bare: never iterate a string's characters
+        data_roots = [data_roots]
+    return tuple(Path(r) for r in data_roots)
+
+
 TASKS: Registry[type[Task]] = Registry("task", UnknownTask)
 
 
-def register_task(name: str):  # type: ignore[no-untyped-def]
-    """Class decorator registering a :class:`Task` under ``name``."""
-
-    def deco(cls: type[Task]) -> type[Task]:
-        cls.name = name
-        TASKS.add(name, cls)
-        return cls
-
-    return deco
+#: Class decorator registering a :class:`Task` under ``name`` (:meth:`Registry.register`).
+register_task = TASKS.register
 
 
 def _load_entry_points() -> None:

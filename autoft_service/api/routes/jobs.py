@@ -81,7 +81,7 @@ def submit_job(
 ) -> JobDetail:
     """Submit a job spec; it is validated, queued and run when a runner is free."""
     refuse_import_paths(body)
-    spec = parse_spec(body)
+    spec = parse_spec(body, data_roots=settings.data_root_paths)
     job, created = store.create_job(tenant, spec, idempotency_key)
     if not created:
         response.status_code = status.HTTP_200_OK

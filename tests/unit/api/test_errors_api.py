@@ -117,10 +117,9 @@ def test_image_spec_reading_outside_the_data_roots_is_refused(
 ) -> None:
     from workers.images.tiny_models import save_tiny_timm
 
-    root = tmp_path / "root"
+    root = tmp_path / "datasets"  # the data root of the app's settings (data_dir=tmp_path)
     save_tiny_timm(root / "m")
     (root / "train").mkdir()
-    monkeypatch.setenv("AUTOFT_DATA_ROOTS", str(root))
     here = {"format": "imagefolder", "path": "train"}
     spec = {
         "name": "img",
@@ -137,4 +136,39 @@ def test_image_spec_reading_outside_the_data_roots_is_refused(
     assert err["field"] == "task.params.model.path" and "does not exist" in err["message"]
     assert store.list_jobs(None)[1] == 0  # nothing was queued
     spec["task"]["params"]["model"]["path"] = "m"
+    assert client.post("/v1/jobs", json=spec, headers=acme).status_code == 202
+
+
+def test_image_spec_with_a_manifest_row_or_symlink_outside_the_roots_is_a_422(
+    client: TestClient, acme: dict[str, str], store: JobStore, tmp_path: Path
+) -> None:
+    """Checked at submission, not when the job prepares: nothing is queued."""
+    from workers.images.synthetic_data import make_image_folder, make_manifest
+    from workers.images.tiny_models import save_tiny_timm
+
+    root = tmp_path / "datasets"  # the data root of the app's settings (data_dir=tmp_path)
+    save_tiny_timm(root / "m")
+    make_image_folder(root / "train", ["a", "b"], 2, seed=0)
+    make_manifest(root / "ood.csv", root / "ood", ["a", "b"], 2, seed=1)
+    (root / "bad.csv").write_text((root / "ood.csv").read_text() + "/etc/passwd,a\n")
+    here = {"format": "imagefolder", "path": "train"}
+    spec = {
+        "name": "img",
+        "task": {"name": "image-classification", "params": {
+            "model": {"family": "timm", "path": "m"},
+            "data": {"id_train": here, "id_test": here, "ood_val": {"format": "csv", "path": "bad.csv"}},
+        }},
+    }  # fmt: skip
+    err = assert_error(client.post("/v1/jobs", json=spec, headers=acme), 422, "invalid_spec")
+    assert err["field"] == "task.params.data.ood_val.path" and "outside the data roots" in err["message"]
+    spec["task"]["params"]["data"]["ood_val"] = {"format": "csv", "path": "ood.csv"}
+    (root / "train" / "a" / "x.png").symlink_to("/etc/passwd")
+    err = assert_error(client.post("/v1/jobs", json=spec, headers=acme), 422, "invalid_spec")
+    assert err["field"] == "task.params.data.id_train.path" and "outside the data roots" in err["message"]
+    spec["task"]["params"]["model"]["model_args"] = {"checkpoint_path": "/etc/passwd"}
+    err = assert_error(client.post("/v1/jobs", json=spec, headers=acme), 422, "invalid_spec")
+    assert err["field"] == "task.params.model.model_args.checkpoint_path"
+    assert store.list_jobs(None)[1] == 0  # nothing was queued
+    (root / "train" / "a" / "x.png").unlink()
+    del spec["task"]["params"]["model"]["model_args"]
     assert client.post("/v1/jobs", json=spec, headers=acme).status_code == 202

@@ -579,15 +579,22 @@ def test_unusable_paths_are_spec_errors_not_crashes(tmp_path: Path, bad: str) ->
     assert e.value.field == "task.params.data.id_train.path"
 
 
-def test_data_roots_follow_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from autoft_service.settings import get_settings
-    from workers.images.paths import data_roots
+def test_data_roots_are_given_never_read_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from workers.images.task import ImageClassificationTask, ImageTaskParams
+    from workers.images.tiny_models import save_tiny_timm
 
-    get_settings()  # a cached process-wide settings object must not pin the roots
-    monkeypatch.setenv("AUTOFT_DATA_ROOTS", f"{tmp_path / 'a'}:{tmp_path / 'b'}")
-    assert data_roots() == [tmp_path / "a", tmp_path / "b"]
-    monkeypatch.setenv("AUTOFT_DATA_ROOTS", str(tmp_path / "c"))
-    assert data_roots() == [tmp_path / "c"]
-    monkeypatch.delenv("AUTOFT_DATA_ROOTS")
-    monkeypatch.setenv("AUTOFT_DATA_DIR", str(tmp_path / "d"))
-    assert data_roots() == [tmp_path / "d" / "datasets"]
+    (tmp_path / "train").mkdir()
+    save_tiny_timm(tmp_path / "m")
+    src = {"format": "imagefolder", "path": str(tmp_path / "train")}
+    raw = {"model": {"family": "timm", "path": str(tmp_path / "m")},
+           "data": {"id_train": src, "id_test": src, "ood_val": src}}  # fmt: skip
+    monkeypatch.setenv("AUTOFT_DATA_ROOTS", str(tmp_path))  # the environment widens nothing
+    with pytest.raises(InvalidSpec) as e:
+        ImageClassificationTask.validate_params(raw)
+    assert "no data roots are configured" in str(e.value)
+    with pytest.raises(InvalidSpec, match="no data roots"):
+        ImageTaskParams.model_validate(raw)  # no validation context: no roots
+    ok = ImageClassificationTask.validate_params(raw, data_roots=[tmp_path])
+    assert isinstance(ok, ImageTaskParams) and ok.data.id_train.path == str(tmp_path / "train")
