@@ -11,6 +11,7 @@ from autoft_service.api.errors_http import install_error_handlers
 from autoft_service.api.limits import BodySizeLimit
 from autoft_service.api.metrics import AppMetrics, RequestMetrics
 from autoft_service.api.openapi import install_openapi
+from autoft_service.api.ratelimit import RateLimiter
 from autoft_service.api.routes import catalog, health, jobs, report, trials
 from autoft_service.settings import Settings, get_settings
 from autoft_service.store import JobStore
@@ -49,6 +50,7 @@ def create_app(
     app.state.store = store
     app.state.readiness_checks = {"database": store.ping, **(readiness_checks or {})}
     app.state.metrics = AppMetrics(store)
+    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
     app.dependency_overrides[get_settings] = lambda: settings
 
     install_error_handlers(app)
