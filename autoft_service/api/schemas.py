@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from autoft_service.store import EventRecord, JobRecord, TrialRecord
 
@@ -145,14 +145,9 @@ class ExtendRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    trials: int = Field(ge=1, le=10_000, description="Number of trials to add.")
-
-    @field_validator("trials", mode="before")
-    @classmethod
-    def _a_number(cls, v: Any) -> Any:
-        if isinstance(v, (str, bool)):
-            raise ValueError("must be an integer")
-        return v
+    trials: StrictInt = Field(
+        ge=1, le=10_000, description="Number of trials to add (a JSON integer, as in the job spec)."
+    )
 
 
 class LossTermInfo(BaseModel):
