@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from fastapi import FastAPI
 
 import autoft_service
+from autoft_service.api.docs import install_docs
 from autoft_service.api.errors_http import install_error_handlers
 from autoft_service.api.limits import BodySizeLimit
 from autoft_service.api.metrics import AppMetrics, RequestMetrics
@@ -45,6 +46,8 @@ def create_app(
         title="autoft-service",
         version=autoft_service.__version__,
         description=DESCRIPTION,
+        docs_url=None,  # served from the package by install_docs, not from a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.store = store
@@ -63,4 +66,5 @@ def create_app(
     app.add_middleware(RequestMetrics, metrics=app.state.metrics)
 
     install_openapi(app)
+    install_docs(app)
     return app
