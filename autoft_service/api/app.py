@@ -13,6 +13,7 @@ from autoft_service.api.limits import BodySizeLimit
 from autoft_service.api.metrics import AppMetrics, RequestMetrics
 from autoft_service.api.openapi import install_openapi
 from autoft_service.api.ratelimit import RateLimiter
+from autoft_service.api.report_links import link_key
 from autoft_service.api.routes import catalog, health, jobs, report, trials
 from autoft_service.settings import Settings, get_settings
 from autoft_service.store import JobStore
@@ -54,6 +55,7 @@ def create_app(
     app.state.readiness_checks = {"database": store.ping, **(readiness_checks or {})}
     app.state.metrics = AppMetrics(store)
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
+    app.state.report_link_key = link_key(settings)
     app.dependency_overrides[get_settings] = lambda: settings
 
     install_error_handlers(app)

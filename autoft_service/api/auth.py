@@ -31,17 +31,18 @@ def get_tenant(
     """The tenant of the request's API key; ``Unauthorized`` without a valid key, ``RateLimited`` when the
     key is over its request rate."""
     if settings.auth_disabled and settings.environment == "development":
-        _rate_limit(request, f"tenant:{DEFAULT_TENANT}")
+        rate_limit(request, f"tenant:{DEFAULT_TENANT}")
         return DEFAULT_TENANT
     key = bearer.credentials if bearer is not None else api_key
     if not key:
         raise Unauthorized("missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
     tenant = store.authenticate(key)
-    _rate_limit(request, "key:" + hashlib.sha256(key.encode()).hexdigest())
+    rate_limit(request, "key:" + hashlib.sha256(key.encode()).hexdigest())
     return tenant
 
 
-def _rate_limit(request: Request, bucket: str) -> None:
+def rate_limit(request: Request, bucket: str) -> None:
+    """Take a token from ``bucket`` of the app's rate limiter (``RateLimited`` when it has none)."""
     limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
     if limiter is not None:
         limiter.check(bucket)

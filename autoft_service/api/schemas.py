@@ -150,6 +150,16 @@ class ExtendRequest(BaseModel):
     )
 
 
+class ReportLink(BaseModel):
+    """A signed link to a job's report: anyone holding it can read that report until it expires."""
+
+    url: str = Field(
+        description="Absolute URL of the report with its token (as this request reached the API)."
+    )
+    path: str = Field(description="The same link relative to the API's root.")
+    expires_at: datetime = Field(description="When the link stops working.")
+
+
 class LossTermInfo(BaseModel):
     name: str
     summary: str
