@@ -177,12 +177,37 @@ class MetricInfo(BaseModel):
     doc: str
 
 
+class SearchRangeInfo(BaseModel):
+    low: float
+    high: float
+    log: bool = Field(description="Sampled log-uniformly.")
+    integer: bool
+
+
+class FTMethodInfo(BaseModel):
+    """A fine-tuning method: a baseline of `final.baselines`, and a choice of `search.methods` when
+    `searchable`."""
+
+    name: str
+    summary: str
+    paper: str = Field(description="The method's citation.")
+    searchable: bool = Field(description="May be listed in `search.methods` (searched as a training method).")
+    requires_text_tower: bool = Field(description="Needs a dual-encoder (CLIP-like) model with a text tower.")
+    params_schema: dict[str, Any] = Field(description="JSON schema of the method's `params`.")
+    search_space: dict[str, SearchRangeInfo] = Field(
+        description="Hyperparameters the search tunes when the method is searched, with their ranges."
+    )
+
+
 class Catalog(BaseModel):
     """What a job spec may name."""
 
     loss_terms: list[LossTermInfo]
     tasks: list[TaskInfo]
     metrics: list[MetricInfo]
+    ft_methods: list[FTMethodInfo] = Field(
+        description="Fine-tuning methods for `final.baselines` and `search.methods`."
+    )
 
 
 class Health(BaseModel):
