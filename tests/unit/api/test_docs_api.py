@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from fastapi.testclient import TestClient
 
@@ -38,3 +39,35 @@ def test_only_the_page_assets_are_served(client: TestClient) -> None:
 def test_docs_oauth2_redirect_is_served_and_redoc_is_not_offered(client: TestClient) -> None:
     assert client.get("/docs/oauth2-redirect").status_code == 200
     assert client.get("/redoc").status_code == 404
+
+
+def _readme_routes() -> set[tuple[str, str]]:
+    """``(method, path)`` of every row of the README's route table (``{id}`` / ``{n}`` as in the README)."""
+    readme = (Path(__file__).parents[3] / "README.md").read_text()
+    routes = set()
+    for line in readme.splitlines():
+        if not re.match(r"\| `(GET|POST|PUT|PATCH|DELETE) /", line):
+            continue
+        items = re.findall(r"`([^`]+)`", line.split("|")[1])
+        method, first = items[0].split(" ", 1)
+        base = first.split("?")[0]
+        routes.add((method, base))
+        for rel in items[1:]:
+            routes.add((method, base.rsplit("/", 1)[0] + rel.split("?")[0]))
+    return routes
+
+
+def test_the_readme_route_table_lists_every_route(client: TestClient) -> None:
+    documented = _readme_routes()
+    for path, operations in client.get("/openapi.json").json()["paths"].items():
+        readme_path = path.replace("{job_id}", "{id}").replace("{number}", "{n}")
+        if path.removeprefix("/v1") in ("/healthz", "/readyz", "/metrics"):  # at / and under /v1
+            readme_path = path.removeprefix("/v1")
+        for method in operations:
+            assert (method.upper(), readme_path) in documented, f"{method.upper()} {readme_path}"
+
+
+def test_the_readme_says_only_failed_or_pruned_trials_can_be_retried() -> None:
+    readme = (Path(__file__).parents[3] / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if "/retry`" in line)
+    assert "failed or pruned" in row and "409" in row
