@@ -59,7 +59,7 @@ def study_figures(study: optuna.Study, objectives: list[str]) -> dict[str, go.Fi
 
     from optuna import visualization as vis
 
-    kw = {}
+    kw: dict[str, Any] = {}
     if len(objectives) > 1:
         kw = {"target": lambda t: t.values[0], "target_name": objectives[0]}
     makers = {

@@ -42,7 +42,7 @@ def verify(key: bytes, token: str, job_id: str, tenant: str, now: float | None =
     """``Unauthorized`` (field ``token``) unless ``token`` was signed for this job and tenant and has not
     expired."""
     expires, _, signature = token.partition(".")
-    if not expires.isdigit() or len(expires) > 12 or not signature:
+    if not (expires.isascii() and expires.isdigit()) or len(expires) > 12 or not signature:
         raise Unauthorized("invalid report link token", field="token")
     expected = _signature(key, job_id, tenant, int(expires))
     if not hmac.compare_digest(signature.encode(), expected.encode()):
