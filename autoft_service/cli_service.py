@@ -287,6 +287,8 @@ def keys_revoke(
 
 def register(app: typer.Typer) -> None:
     """Add the service commands to the main ``autoft`` CLI."""
-    for fn in (submit, status, watch, cancel, extend, retry):
+    from autoft_service.cli_report import report
+
+    for fn in (submit, status, watch, cancel, extend, retry, report):
         app.command()(fn)
     app.add_typer(keys_app, name="keys")

@@ -139,3 +139,22 @@ def test_every_option_has_help(cli: typer.Typer) -> None:
     assert {"submit url", "submit api_key", "submit overrides", "create tenant", "watch interval"} <= set(
         seen
     )
+
+
+def test_report_prints_a_signed_link_and_opens_it(
+    cli: typer.Typer, client: TestClient, store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import webbrowser
+
+    key, _ = store.create_api_key("acme", "cli")
+    job, _ = store.create_job("acme", spec("reported"))
+    opened: list[str] = []
+    monkeypatch.setattr(webbrowser, "open", lambda u: opened.append(u) or True)
+    r = runner.invoke(cli, ["report", job.id, "--api-key", key, "--open"])
+    assert r.exit_code == 0, r.output
+    link = r.stdout.strip().splitlines()[-1]
+    assert opened == [link] and "token=" in link
+    page = client.get(link.removeprefix("http://testserver"))  # no key: the token is enough
+    assert page.status_code == 200 and "reported" in page.text
+    r = runner.invoke(cli, ["report", "nope", "--api-key", key])
+    assert r.exit_code == 1 and "job_not_found" in r.output
