@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
@@ -40,14 +40,15 @@ def install_docs(app: FastAPI) -> None:
     app.mount(ASSETS_URL, _Assets(directory=swagger_ui_dir()), name="docs-assets")
 
     @app.get(DOCS_URL, include_in_schema=False)
-    def swagger_ui() -> HTMLResponse:
+    def swagger_ui(request: Request) -> HTMLResponse:
+        root = str(request.scope.get("root_path", "")).rstrip("/")  # behind a proxy's path prefix
         return get_swagger_ui_html(
-            openapi_url=openapi_url,
+            openapi_url=root + openapi_url,
             title=f"{app.title} - API docs",
-            swagger_js_url=f"{ASSETS_URL}/swagger-ui-bundle.js",
-            swagger_css_url=f"{ASSETS_URL}/swagger-ui.css",
-            swagger_favicon_url=f"{ASSETS_URL}/favicon-32x32.png",
-            oauth2_redirect_url=oauth2_redirect_url,
+            swagger_js_url=f"{root}{ASSETS_URL}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{ASSETS_URL}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{ASSETS_URL}/favicon-32x32.png",
+            oauth2_redirect_url=root + oauth2_redirect_url,
             swagger_ui_parameters={"persistAuthorization": True},
         )
 

@@ -81,9 +81,9 @@ def create_report_link(
     job = store.get_job(tenant, job_id)
     expires_at = int(time.time()) + settings.report_link_ttl_seconds
     token = report_links.sign(request.app.state.report_link_key, job.id, tenant, expires_at)
-    path = f"{request.app.url_path_for('get_report', job_id=job.id)}?token={token}"
+    url = request.url_for("get_report", job_id=job.id).include_query_params(token=token)
     return ReportLink(
-        url=f"{str(request.base_url).rstrip('/')}{path}",
-        path=path,
+        url=str(url),
+        path=f"{request.app.url_path_for('get_report', job_id=job.id)}?token={token}",
         expires_at=datetime.fromtimestamp(expires_at, UTC),
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 URL_ATTR = re.compile(r"""(?:src|href)\s*=\s*["']([^"']+)["']""")
@@ -71,3 +72,9 @@ def test_the_readme_says_only_failed_or_pruned_trials_can_be_retried() -> None:
     readme = (Path(__file__).parents[3] / "README.md").read_text()
     row = next(line for line in readme.splitlines() if "/retry`" in line)
     assert "failed or pruned" in row and "409" in row
+
+
+def test_docs_behind_a_path_prefix_use_it(app: FastAPI) -> None:
+    with TestClient(app, root_path="/autoft") as c:
+        html = c.get("/docs").text
+    assert "/autoft/docs/assets/swagger-ui-bundle.js" in html and "url: '/autoft/openapi.json'" in html
