@@ -56,6 +56,7 @@ class Settings(BaseSettings):
     rate_limit_burst: int = Field(default=200, ge=1, description="Requests an idle API key may send at once.")
     report_link_secret: SecretStr | None = Field(
         default=None,
+        min_length=16,
         description="HMAC key of signed report links; default: random per process (set it when several "
         "API processes serve the same links).",
     )

@@ -396,3 +396,10 @@ def test_links_survive_a_restart_with_a_configured_secret(
         create_app(settings=Settings(environment="test", data_dir=tmp_path), store=store)
     ) as other:
         assert other.get(path).status_code == 401  # another secret
+
+
+def test_a_short_link_secret_is_refused() -> None:
+    from pydantic import SecretStr, ValidationError
+
+    with pytest.raises(ValidationError, match="report_link_secret"):
+        Settings(environment="test", report_link_secret=SecretStr("short"))
