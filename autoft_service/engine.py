@@ -209,12 +209,7 @@ class _SearchCallback(Callback):
                 nonlocal attempts
                 attempts += 1
                 e.mlflow_run_id = self.tracker.start_child(
-                    self.experiment_id,
-                    self.parent_run_id,
-                    self.job_id,
-                    e.number,
-                    e.params,
-                    retry=attempts > 1,
+                    self.experiment_id, self.parent_run_id, self.job_id, e.number, e.params, retry=attempts > 1
                 )
 
             self._track(ev, "start", start)

@@ -93,12 +93,7 @@ class Tracker:
         rid = self.find_child(experiment_id, parent_run_id, number) if retry else None
         if rid is None:
             name = f"trial-{number:04d}" if number is not None else "trial"
-            tags = {
-                PARENT_TAG: parent_run_id,
-                JOB_TAG: job_id,
-                TRIAL_TAG: str(number),
-                "autoft.role": "trial",
-            }
+            tags = {PARENT_TAG: parent_run_id, JOB_TAG: job_id, TRIAL_TAG: str(number), "autoft.role": "trial"}
             rid = self.client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
         self.log_params(rid, params)
         return rid
