@@ -272,9 +272,7 @@ def parse_size(text: str, option: str) -> int:
     try:
         value, unit = float(num), _SIZE_UNITS[t[len(num) :]]
     except (KeyError, ValueError):
-        raise typer.BadParameter(
-            f"{text!r} is not a size like 20GB, 500MiB or 4096", param_hint=option
-        ) from None
+        raise typer.BadParameter(f"{text!r} is not a size like 20GB, 500MiB or 4096", param_hint=option) from None
     if not math.isfinite(value) or value < 0:
         raise typer.BadParameter(f"{text!r}: must be a finite, non-negative size", param_hint=option)
     return int(value * unit)
@@ -308,9 +306,7 @@ def cache_info(data_dir: DataDir = None) -> None:
     for kind in sorted({e.kind for e in entries}):
         mine = [e for e in entries if e.kind == kind]
         oldest = min(e.last_used for e in mine)
-        table.add_row(
-            kind or ".", str(len(mine)), _bytes(sum(e.size for e in mine)), f"{_age(now - oldest)} ago"
-        )
+        table.add_row(kind or ".", str(len(mine)), _bytes(sum(e.size for e in mine)), f"{_age(now - oldest)} ago")
     table.add_row("total", str(len(entries)), _bytes(sum(e.size for e in entries)), "", style="bold")
     out.print(table)
 
@@ -322,9 +318,7 @@ def cache_prune(
     ] = None,
     max_size: Annotated[
         str | None,
-        typer.Option(
-            "--max-size", help="Then remove the least recently used until the cache fits (e.g. 50GB)."
-        ),
+        typer.Option("--max-size", help="Then remove the least recently used until the cache fits (e.g. 50GB)."),
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would be removed.")] = False,
     data_dir: DataDir = None,
