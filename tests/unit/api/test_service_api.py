@@ -95,15 +95,12 @@ def test_catalog_lists_registries(client: TestClient, acme: dict[str, str]) -> N
     assert "accuracy" in metrics and metrics["accuracy"]
 
 
-def test_catalog_lists_the_fine_tuning_methods(
-    client: TestClient, acme: dict[str, str], store: JobStore
-) -> None:
+def test_catalog_lists_the_fine_tuning_methods(client: TestClient, acme: dict[str, str]) -> None:
     from workers.ft_methods import FT_METHODS
 
     methods = {m["name"]: m for m in client.get("/v1/catalog", headers=acme).json()["ft_methods"]}
-    assert set(methods) == set(FT_METHODS.names()) and {"ft", "lp", "lp_ft", "wise_ft", "flyp"} <= set(
-        methods
-    )
+    assert set(methods) == set(FT_METHODS.names())
+    assert {"ft", "lp", "lp_ft", "wise_ft", "flyp"} <= set(methods)
     assert all(m["summary"] for m in methods.values())
     assert methods["lp"]["searchable"] is False and methods["wise_ft"]["searchable"] is False
     assert methods["flyp"]["requires_text_tower"] is True and methods["flyp"]["searchable"] is False
