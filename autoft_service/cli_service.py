@@ -14,12 +14,14 @@ from typing import Annotated, Any, TypeVar
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from autoft_service.api.schemas import JobDetail
 from autoft_service.client import AutoFTClient
 from autoft_service.errors import AutoFTError
+from autoft_service.overrides import apply_overrides
 
 console = Console(stderr=True)
 out = Console(width=None if sys.stdout.isatty() else 160)
@@ -108,12 +110,25 @@ def submit(
     watch_after: Annotated[
         bool, typer.Option("--watch", help="Follow the job's progress after submitting.")
     ] = False,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            metavar="PATH=VALUE",
+            help="Override a spec field, e.g. --set budget.trials=6 (dotted path, YAML value); repeatable.",
+        ),
+    ] = None,
 ) -> None:
     """Submit a job spec to the server and print the job id."""
     try:
         data = yaml.safe_load(spec.read_text())
     except (OSError, yaml.YAMLError) as e:
         console.print(f"[red]error[/red]: cannot read {spec}: {e}")
+        raise typer.Exit(2) from None
+    try:
+        data = apply_overrides(data, overrides or [])
+    except AutoFTError as e:
+        console.print(f"[red]error[/red] ({e.code}, field {e.field}): {escape(e.message)}")
         raise typer.Exit(2) from None
     job = _call(url, api_key, lambda c: c.submit(data, idempotency_key=idempotency_key))
     console.print(f"[green]submitted[/green] {job.name} ({job.state})")
@@ -272,6 +287,8 @@ def keys_revoke(
 
 def register(app: typer.Typer) -> None:
     """Add the service commands to the main ``autoft`` CLI."""
-    for fn in (submit, status, watch, cancel, extend, retry):
+    from autoft_service.cli_report import report
+
+    for fn in (submit, status, watch, cancel, extend, retry, report):
         app.command()(fn)
     app.add_typer(keys_app, name="keys")

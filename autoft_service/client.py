@@ -19,7 +19,15 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from autoft_service.api.schemas import Catalog, EventPage, JobDetail, JobPage, Trial, TrialPage
+from autoft_service.api.schemas import (
+    Catalog,
+    EventPage,
+    JobDetail,
+    JobPage,
+    ReportLink,
+    Trial,
+    TrialPage,
+)
 from autoft_service.errors import AutoFTError, BackendUnavailable
 
 M = TypeVar("M", bound=BaseModel)
@@ -120,6 +128,10 @@ class AutoFTClient:
 
     def extend(self, job_id: str, trials: int) -> JobDetail:
         return self._request("POST", f"/jobs/{job_id}/extend", JobDetail, json={"trials": trials})
+
+    def report_link(self, job_id: str) -> ReportLink:
+        """A short-lived signed URL of the job's HTML report, to open in a browser without the API key."""
+        return self._request("POST", f"/jobs/{job_id}/report-link", ReportLink)
 
     # Trials and events ------------------------------------------------------------------------------------
     def list_trials(

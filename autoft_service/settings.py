@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Where ``mlflow ui`` serves by default: job links point there unless AUTOFT_MLFLOW_UI_URL says otherwise.
@@ -51,6 +51,23 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
     runner_lease_seconds: float = Field(default=30.0, gt=1)
     runner_heartbeat_seconds: float = Field(default=5.0, gt=0)
+    max_trials_per_job: int = Field(
+        default=1000,
+        ge=1,
+        le=1_000_000,
+        description="Ceiling on a job's total trials (spec budget plus extensions and retries).",
+    )
+    rate_limit_per_second: float = Field(
+        default=20.0, ge=0, description="Requests per second each API key may sustain; 0 turns limits off."
+    )
+    rate_limit_burst: int = Field(default=200, ge=1, description="Requests an idle API key may send at once.")
+    report_link_secret: SecretStr | None = Field(
+        default=None,
+        min_length=16,
+        description="HMAC key of signed report links; default: random per process (set it when several "
+        "API processes serve the same links).",
+    )
+    report_link_ttl_seconds: int = Field(default=900, ge=10, le=7 * 24 * 3600)
 
     @model_validator(mode="after")
     def _refuse_insecure(self) -> Settings:

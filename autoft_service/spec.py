@@ -90,9 +90,9 @@ class SamplerSpec(_Strict):
     """The Optuna sampler. TPE is seeded so a search is reproducible."""
 
     type: Literal["tpe", "random"] = "tpe"
-    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    seed: StrictInt = Field(default=0, ge=0, le=2**31 - 1)
     multivariate: bool = True
-    n_startup_trials: int = Field(default=8, ge=1, le=10_000, description="Random trials before TPE.")
+    n_startup_trials: StrictInt = Field(default=8, ge=1, le=10_000, description="Random trials before TPE.")
 
 
 class Range(_Strict):
@@ -135,7 +135,7 @@ class SearchSpec(_Strict):
     weight_range: tuple[PositiveFloat, PositiveFloat] = (1e-4, 10.0)
     lr: LRSpec = Field(default_factory=LRSpec)
     weight_decay: tuple[float, float] | float = (0.0, 1.0)
-    seed: tuple[int, int] | int = (0, 10)
+    seed: tuple[StrictInt, StrictInt] | StrictInt = (0, 10)
     methods: list[str] = Field(
         default_factory=list,
         max_length=12,
@@ -195,19 +195,23 @@ class EarlyStopping(_Strict):
     """ASHA over inner steps: a trial is stopped at a rung when it is not in the top 1/reduction_factor."""
 
     type: Literal["asha", "none"] = "asha"
-    grace_steps: int = Field(default=40, ge=1)
-    reduction_factor: int = Field(default=2, ge=2, le=16)
+    grace_steps: StrictInt = Field(default=40, ge=1)
+    reduction_factor: StrictInt = Field(default=2, ge=2, le=16)
 
 
 class BudgetSpec(_Strict):
     """How much search to do and how it is spread over the cluster."""
 
-    trials: int = Field(default=24, ge=1, le=10_000)
-    inner_steps: int = Field(default=120, ge=1, le=1_000_000, description="Fine-tuning steps per trial.")
-    eval_every: int = Field(default=20, ge=1, description="Steps between OOD-val evaluations (ASHA rungs).")
-    batch_size: int = Field(default=64, ge=1, le=65_536)
-    max_concurrent: int = Field(default=2, ge=1, le=1024)
-    max_failures: int = Field(default=1, ge=0, le=100, description="Retries of a crashed trial.")
+    trials: StrictInt = Field(default=24, ge=1, le=10_000)
+    inner_steps: StrictInt = Field(
+        default=120, ge=1, le=1_000_000, description="Fine-tuning steps per trial."
+    )
+    eval_every: StrictInt = Field(
+        default=20, ge=1, description="Steps between OOD-val evaluations (ASHA rungs)."
+    )
+    batch_size: StrictInt = Field(default=64, ge=1, le=65_536)
+    max_concurrent: StrictInt = Field(default=2, ge=1, le=1024)
+    max_failures: StrictInt = Field(default=1, ge=0, le=100, description="Retries of a crashed trial.")
     early_stopping: EarlyStopping = Field(default_factory=EarlyStopping)
 
     @model_validator(mode="after")
@@ -247,14 +251,14 @@ class BaselineSpec(_Strict):
 class ReevalSpec(_Strict):
     """Overfitting guard: re-run the top-k trials with extra seeds and pick the best mean OOD-val score."""
 
-    top_k: int = Field(default=0, ge=0, le=50, description="0 disables the guard.")
+    top_k: StrictInt = Field(default=0, ge=0, le=50, description="0 disables the guard.")
     seeds: list[StrictInt] = Field(default_factory=lambda: [1001, 1002], min_length=1, max_length=10)
 
 
 class FinalSpec(_Strict):
     """The final stage: retrain with the best objective and compare against baselines on the same budget."""
 
-    steps: int = Field(default=600, ge=1, le=10_000_000)
+    steps: StrictInt = Field(default=600, ge=1, le=10_000_000)
     reevaluate: ReevalSpec = Field(default_factory=ReevalSpec)
     baselines: list[BaselineSpec] = Field(
         default_factory=lambda: [BaselineSpec(name=n) for n in ("ft", "lp", "lp_ft")],

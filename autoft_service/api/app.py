@@ -7,10 +7,13 @@ from collections.abc import Callable, Mapping
 from fastapi import FastAPI
 
 import autoft_service
+from autoft_service.api.docs import install_docs
 from autoft_service.api.errors_http import install_error_handlers
 from autoft_service.api.limits import BodySizeLimit
 from autoft_service.api.metrics import AppMetrics, RequestMetrics
 from autoft_service.api.openapi import install_openapi
+from autoft_service.api.ratelimit import RateLimiter
+from autoft_service.api.report_links import link_key
 from autoft_service.api.routes import catalog, health, jobs, report, trials
 from autoft_service.settings import Settings, get_settings
 from autoft_service.store import JobStore
@@ -44,11 +47,15 @@ def create_app(
         title="autoft-service",
         version=autoft_service.__version__,
         description=DESCRIPTION,
+        docs_url=None,  # served from the package by install_docs, not from a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.store = store
     app.state.readiness_checks = {"database": store.ping, **(readiness_checks or {})}
     app.state.metrics = AppMetrics(store)
+    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
+    app.state.report_link_key = link_key(settings)
     app.dependency_overrides[get_settings] = lambda: settings
 
     install_error_handlers(app)
@@ -61,4 +68,5 @@ def create_app(
     app.add_middleware(RequestMetrics, metrics=app.state.metrics)
 
     install_openapi(app)
+    install_docs(app)
     return app

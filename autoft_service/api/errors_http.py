@@ -46,6 +46,12 @@ class PayloadTooLarge(AutoFTError):
     code = "payload_too_large"
 
 
+class RateLimited(AutoFTError):
+    """An API key sent more requests than its rate limit; ``details.retry_after_s`` says when to retry."""
+
+    code = "rate_limited"
+
+
 class RouteNotFound(AutoFTError):
     code = "not_found"
 
@@ -66,6 +72,7 @@ STATUS_BY_CLASS: dict[type[AutoFTError], int] = {
     MethodNotAllowed: 405,
     JobStateConflict: 409,
     PayloadTooLarge: 413,
+    RateLimited: 429,
     InvalidRequest: 422,
     InvalidSpec: 422,  # and every UnknownName: loss terms, tasks, metrics, methods
     BackendUnavailable: 503,
@@ -99,13 +106,20 @@ def error_response(error: AutoFTError, status: int | None = None) -> JSONRespons
     body = ErrorResponse(
         error=ErrorDetail(code=error.code, message=error.message, field=error.field, details=error.details)
     )
-    headers = {"WWW-Authenticate": 'Bearer realm="autoft"'} if status == 401 else None
-    return JSONResponse(body.model_dump(mode="json"), status_code=status, headers=headers)
+    headers: dict[str, str] = {}
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="autoft"'
+    if status == 429 and isinstance(error.details, dict) and "retry_after_s" in error.details:
+        headers["Retry-After"] = str(error.details["retry_after_s"])
+    return JSONResponse(body.model_dump(mode="json"), status_code=status, headers=headers or None)
 
 
 def _dotted(loc: tuple[Any, ...] | list[Any]) -> str:
-    """``("body", "search", "loss_terms", 0)`` → ``search.loss_terms.0``; query/path/header → the name."""
+    """``("body", "search", "loss_terms", 0)`` → ``search.loss_terms.0``; query/path/header → the name;
+    the whole body (``("body",)``) → ``body``."""
     parts = list(loc)
+    if parts == ["body"]:
+        return "body"
     if parts and parts[0] in ("body", "query", "path", "header", "cookie"):
         parts = parts[1:]
     return ".".join(str(p) for p in parts)
@@ -191,6 +205,11 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse, "description": "Not found (or owned by another tenant)."},
     413: {"model": ErrorResponse, "description": "Request body too large."},
     422: {"model": ErrorResponse, "description": "Invalid input; `field` names the input at fault."},
+    429: {
+        "model": ErrorResponse,
+        "description": "Rate limit of the API key exceeded; retry after `Retry-After` seconds.",
+        "headers": {"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}},
+    },
     503: {"model": ErrorResponse, "description": "A backing service (the job store) is unavailable."},
 }
 CONFLICT_RESPONSE: dict[int | str, dict[str, Any]] = {

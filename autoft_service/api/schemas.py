@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from autoft_service.store import EventRecord, JobRecord, TrialRecord
 
@@ -145,14 +145,19 @@ class ExtendRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    trials: int = Field(ge=1, le=10_000, description="Number of trials to add.")
+    trials: StrictInt = Field(
+        ge=1, le=10_000, description="Number of trials to add (a JSON integer, as in the job spec)."
+    )
 
-    @field_validator("trials", mode="before")
-    @classmethod
-    def _a_number(cls, v: Any) -> Any:
-        if isinstance(v, (str, bool)):
-            raise ValueError("must be an integer")
-        return v
+
+class ReportLink(BaseModel):
+    """A signed link to a job's report: anyone holding it can read that report until it expires."""
+
+    url: str = Field(
+        description="Absolute URL of the report with its token (as this request reached the API)."
+    )
+    path: str = Field(description="The same link relative to the API's root.")
+    expires_at: datetime = Field(description="When the link stops working.")
 
 
 class LossTermInfo(BaseModel):
@@ -172,12 +177,37 @@ class MetricInfo(BaseModel):
     doc: str
 
 
+class SearchRangeInfo(BaseModel):
+    low: float
+    high: float
+    log: bool = Field(description="Sampled log-uniformly.")
+    integer: bool
+
+
+class FTMethodInfo(BaseModel):
+    """A fine-tuning method: a baseline of `final.baselines`, and a choice of `search.methods` when
+    `searchable`."""
+
+    name: str
+    summary: str
+    paper: str = Field(description="The method's citation.")
+    searchable: bool = Field(description="May be listed in `search.methods` (searched as a training method).")
+    requires_text_tower: bool = Field(description="Needs a dual-encoder (CLIP-like) model with a text tower.")
+    params_schema: dict[str, Any] = Field(description="JSON schema of the method's `params`.")
+    search_space: dict[str, SearchRangeInfo] = Field(
+        description="Hyperparameters the search tunes when the method is searched, with their ranges."
+    )
+
+
 class Catalog(BaseModel):
     """What a job spec may name."""
 
     loss_terms: list[LossTermInfo]
     tasks: list[TaskInfo]
     metrics: list[MetricInfo]
+    ft_methods: list[FTMethodInfo] = Field(
+        description="Fine-tuning methods for `final.baselines` and `search.methods`."
+    )
 
 
 class Health(BaseModel):

@@ -22,15 +22,36 @@ from autoft_service.store.transitions import transition
 MAX_EXTRA_TRIALS = 10_000
 
 
+def check_trial_ceiling(
+    total: int, max_trials: int | None, *, field: str, current: int | None = None
+) -> None:
+    """``InvalidSpec`` on ``field`` when a job's total trials would exceed ``max_trials`` (``None``: no ceiling)."""
+    if max_trials is None or total <= max_trials:
+        return
+    now = "" if current is None else f" (it has {current}, this asks for {total - current} more)"
+    raise InvalidSpec(
+        f"a job may have at most {max_trials} trials in total{now}; "
+        f"the ceiling is the service setting AUTOFT_MAX_TRIALS_PER_JOB",
+        field=field,
+        details={"max_trials_per_job": max_trials, "trials_total": current, "requested_total": total},
+    )
+
+
 class JobOps(StoreBase):
     # Submission and look-up ------------------------------------------------------------------------------
     def create_job(
-        self, tenant: str, spec: JobSpec, idempotency_key: str | None = None
+        self,
+        tenant: str,
+        spec: JobSpec,
+        idempotency_key: str | None = None,
+        *,
+        max_trials: int | None = None,
     ) -> tuple[JobRecord, bool]:
         """Queue a job; return ``(job, created)``.
 
         With an ``idempotency_key``, a repeat by the same tenant returns the existing job (``created`` is
         False); a repeat with a different spec is a ``JobStateConflict`` on field ``Idempotency-Key``.
+        A spec whose ``budget.trials`` is above ``max_trials`` (the per-job ceiling) is ``InvalidSpec``.
         """
         if idempotency_key is not None and not 0 < len(idempotency_key) <= 255:
             raise InvalidSpec("Idempotency-Key must be 1 to 255 characters", field="Idempotency-Key")
@@ -40,6 +61,7 @@ class JobOps(StoreBase):
             existing = self._by_idempotency_key(tenant, idempotency_key, spec_json)
             if existing is not None:
                 return existing, False
+        check_trial_ceiling(spec.budget.trials, max_trials, field="budget.trials")
         now = self.now()
         row = Job(
             id=uuid.uuid4().hex, tenant=tenant, name=spec.name, spec=spec_json, state="queued",
@@ -290,12 +312,19 @@ class JobOps(StoreBase):
             job_id, "request_cancel", tenant=tenant, cancel_requested=True, message="cancel requested"
         )
 
-    def extend_job(self, tenant: str | None, job_id: str, extra_trials: int) -> JobRecord:
-        """Add ``extra_trials`` to the search budget; a succeeded job is queued to run them."""
+    def extend_job(
+        self, tenant: str | None, job_id: str, extra_trials: int, *, max_trials: int | None = None
+    ) -> JobRecord:
+        """Add ``extra_trials`` to the search budget; a succeeded job is queued to run them.
+
+        A new total above ``max_trials`` (the per-job ceiling) is ``InvalidSpec`` and changes nothing."""
         if not 1 <= extra_trials <= MAX_EXTRA_TRIALS:
             raise InvalidSpec(f"trials must be between 1 and {MAX_EXTRA_TRIALS}", field="trials")
 
         def add(row: Job) -> None:
+            check_trial_ceiling(
+                row.trials_total + extra_trials, max_trials, field="trials", current=row.trials_total
+            )
             row.extra_trials += extra_trials
             row.trials_total += extra_trials
 

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, object_session
 
 from autoft_service.errors import InvalidSpec, JobStateConflict, TrialNotFound
 from autoft_service.store.db import finite
-from autoft_service.store.jobs import JobOps
+from autoft_service.store.jobs import JobOps, check_trial_ceiling
 from autoft_service.store.models import FINISHED_TRIAL_STATES, TRIAL_STATES, Job, JobEvent, Trial
 from autoft_service.store.records import EventRecord, JobRecord, TrialRecord
 from autoft_service.store.transitions import trial_transition
@@ -150,11 +150,14 @@ class TrialOps(JobOps):
             return [TrialRecord.of(r) for r in rows], total
 
     # Retries --------------------------------------------------------------------------------------------
-    def retry_trial(self, tenant: str | None, job_id: str, number: int) -> JobRecord:
+    def retry_trial(
+        self, tenant: str | None, job_id: str, number: int, *, max_trials: int | None = None
+    ) -> JobRecord:
         """Ask for a failed or pruned trial to run again with the same parameters.
 
         The request is queued on the job (the runner enqueues it into the Optuna study) and adds one
-        trial to the budget; a finished job goes back to the queue.
+        trial to the budget; a finished job goes back to the queue. A total above ``max_trials`` (the
+        per-job ceiling) is ``InvalidSpec`` on ``number``.
         """
 
         def add_request(row: Job) -> None:
@@ -169,6 +172,7 @@ class TrialOps(JobOps):
                 )
             if any(r.get("number") == number for r in row.retry_requests):
                 raise JobStateConflict(f"trial {number} already has a pending retry", field="number")
+            check_trial_ceiling(row.trials_total + 1, max_trials, field="number", current=row.trials_total)
             request = {"number": number, "params": trial.params, "requested_at": self.now().isoformat()}
             row.retry_requests = [*row.retry_requests, request]
             row.extra_trials += 1

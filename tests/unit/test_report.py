@@ -31,6 +31,7 @@ from tests.unit.store.helpers import migrated_sqlite_template, spec, sqlite_copy
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 CHART_IDS = ("history", "importance", "id-vs-ood")
+PLOTLY_BANNER = get_plotlyjs()[:200]  # the licence banner that opens the bundle: one per copy
 SPEC = {"name": "digits-autoft", "objective": {"metric": "ood_val/accuracy", "mode": "max"}}
 
 #: The final stage's results table (fractions); the expected cells in % are in ``EXPECTED_TABLE``.
@@ -160,6 +161,7 @@ def test_every_chart_is_drawn_with_the_data_embedded() -> None:
         assert f'id="{chart_id}-plot"' in chart_div(html, chart_id)
         assert "Plotly.newPlot" in chart_div(html, chart_id)
     assert get_plotlyjs() in html and not re.search(r"<script[^>]*\ssrc=", html)  # works offline
+    assert html.count(PLOTLY_BANNER) == 1  # one copy of plotly.js for the three charts
 
 
 def test_user_strings_are_escaped() -> None:
@@ -322,3 +324,82 @@ def test_importances_take_the_distributions_from_the_jobs_spec() -> None:
         "optim/lr",
         "train/seed",
     }
+
+
+# Signed report links ---------------------------------------------------------------------------------------
+def link(client: TestClient, store: JobStore, job_id: str, tenant: str = "acme") -> dict[str, Any]:
+    r = client.post(f"/v1/jobs/{job_id}/report-link", headers=headers(store, tenant))
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def test_a_signed_link_opens_the_report_without_a_key(
+    client: TestClient, store: JobStore, finished_job: str
+) -> None:
+    made = link(client, store, finished_job)
+    assert made["url"].startswith("http://testserver/v1/jobs/") and made["url"].endswith(made["path"])
+    expires = datetime.fromisoformat(made["expires_at"])
+    assert 0 < (expires - datetime.now(UTC)).total_seconds() <= 900
+    r = client.get(made["path"])  # no Authorization header
+    assert r.status_code == 200 and table_cells(r.text) == EXPECTED_TABLE
+    assert r.headers["referrer-policy"] == "no-referrer" and "no-store" in r.headers["cache-control"]
+    assert r.text.count(PLOTLY_BANNER) == 1
+
+
+def test_expired_forged_and_other_job_links_are_refused(
+    client: TestClient, store: JobStore, finished_job: str
+) -> None:
+    from autoft_service.api import report_links
+
+    key = client.app.state.report_link_key  # type: ignore[attr-defined]
+    base = f"/v1/jobs/{finished_job}/report"
+    expired = report_links.sign(key, finished_job, "acme", int(datetime.now(UTC).timestamp()) - 1)
+    other, _ = store.create_job("acme", spec("other"), None)
+    other_token = link(client, store, other.id)["path"].split("token=")[1]
+    token = link(client, store, finished_job)["path"].split("token=")[1]
+    exp, sig = token.split(".")
+    forged = [
+        f"{exp}.{sig[:-2]}{'AA' if sig[-2:] != 'AA' else 'BB'}",  # signature changed
+        f"{int(exp) + 3600}.{sig}",  # expiry pushed back
+        report_links.sign(b"not the key", finished_job, "acme", int(exp)),
+        report_links.sign(key, finished_job, "globex", int(exp)),  # another tenant
+        "garbage", "", f"{exp}.",
+    ]  # fmt: skip
+    for bad in [expired, other_token, *forged]:
+        r = client.get(base, params={"token": bad})
+        assert r.status_code == 401, (bad, r.text)
+        assert r.json()["error"]["code"] == "unauthorized" and r.json()["error"]["field"] == "token"
+    assert "expired" in client.get(base, params={"token": expired}).json()["error"]["message"]
+    assert client.get(f"/v1/jobs/{other.id}/report", params={"token": other_token}).status_code == 200
+    # An unknown job id answers like a forged token (no existence oracle) and a token opens nothing else.
+    assert client.get("/v1/jobs/nope/report", params={"token": token}).status_code == 401
+    assert client.get(f"/v1/jobs/{finished_job}", params={"token": token}).status_code == 401
+
+
+def test_only_the_owner_can_make_a_link(client: TestClient, store: JobStore, finished_job: str) -> None:
+    r = client.post(f"/v1/jobs/{finished_job}/report-link", headers=headers(store, "globex"))
+    assert r.status_code == 404
+    assert client.post(f"/v1/jobs/{finished_job}/report-link").status_code == 401
+
+
+def test_links_survive_a_restart_with_a_configured_secret(
+    store: JobStore, tmp_path: Path, finished_job: str
+) -> None:
+    from pydantic import SecretStr
+
+    settings = Settings(environment="test", data_dir=tmp_path, report_link_secret=SecretStr("s" * 32))
+    with TestClient(create_app(settings=settings, store=store)) as first:
+        path = link(first, store, finished_job)["path"]
+    with TestClient(create_app(settings=settings, store=store)) as second:
+        assert second.get(path).status_code == 200
+    with TestClient(
+        create_app(settings=Settings(environment="test", data_dir=tmp_path), store=store)
+    ) as other:
+        assert other.get(path).status_code == 401  # another secret
+
+
+def test_a_short_link_secret_is_refused() -> None:
+    from pydantic import SecretStr, ValidationError
+
+    with pytest.raises(ValidationError, match="report_link_secret"):
+        Settings(environment="test", report_link_secret=SecretStr("short"))

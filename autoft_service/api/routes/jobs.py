@@ -11,7 +11,7 @@ from autoft_service.api.auth import Tenant
 from autoft_service.api.deps import SettingsDep, StoreDep
 from autoft_service.api.errors_http import CONFLICT_RESPONSE, ERROR_RESPONSES, InvalidRequest, MalformedJSON
 from autoft_service.api.schemas import ExtendRequest, JobDetail, JobPage, JobState, JobSummary
-from autoft_service.errors import UnknownTask
+from autoft_service.errors import InvalidSpec, UnknownTask
 from autoft_service.spec import parse_spec
 
 router = APIRouter(tags=["jobs"], responses=ERROR_RESPONSES)
@@ -30,6 +30,11 @@ async def json_body(request: Request) -> Any:
         return json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise MalformedJSON(f"request body is not valid JSON: {e}", field="body") from None
+
+
+def _json_type(value: Any) -> str:
+    names = {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
 def refuse_import_paths(body: Any) -> None:
@@ -80,9 +85,13 @@ def submit_job(
     idempotency_key: IdempotencyKey = None,
 ) -> JobDetail:
     """Submit a job spec; it is validated, queued and run when a runner is free."""
+    if not isinstance(body, dict):
+        raise InvalidSpec(
+            f"the request body must be a JSON object (a job spec), not {_json_type(body)}", field="body"
+        )
     refuse_import_paths(body)
     spec = parse_spec(body, data_roots=settings.data_root_paths)
-    job, created = store.create_job(tenant, spec, idempotency_key)
+    job, created = store.create_job(tenant, spec, idempotency_key, max_trials=settings.max_trials_per_job)
     if not created:
         response.status_code = status.HTTP_200_OK
     return JobDetail.from_record(job, settings.mlflow_ui_url)
@@ -127,5 +136,6 @@ def cancel_job(job_id: str, tenant: Tenant, store: StoreDep, settings: SettingsD
 def extend_job(
     job_id: str, body: ExtendRequest, tenant: Tenant, store: StoreDep, settings: SettingsDep
 ) -> JobDetail:
-    """Add trials to a job's search; a succeeded job is queued again to run them."""
-    return JobDetail.from_record(store.extend_job(tenant, job_id, body.trials), settings.mlflow_ui_url)
+    """Add trials to a job's search (up to the per-job ceiling); a succeeded job is queued again to run them."""
+    job = store.extend_job(tenant, job_id, body.trials, max_trials=settings.max_trials_per_job)
+    return JobDetail.from_record(job, settings.mlflow_ui_url)

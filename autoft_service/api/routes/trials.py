@@ -48,7 +48,8 @@ def retry_trial(
     job_id: str, number: TrialNumber, tenant: Tenant, store: StoreDep, settings: SettingsDep
 ) -> JobDetail:
     """Run a failed or pruned trial again with the same parameters."""
-    return JobDetail.from_record(store.retry_trial(tenant, job_id, number), settings.mlflow_ui_url)
+    job = store.retry_trial(tenant, job_id, number, max_trials=settings.max_trials_per_job)
+    return JobDetail.from_record(job, settings.mlflow_ui_url)
 
 
 @router.get("/jobs/{job_id}/events", response_model=EventPage)

@@ -43,6 +43,36 @@ def test_submit_status_cancel(cli: typer.Typer, store: JobStore, tmp_path: Path)
     assert r.exit_code == 0 and store.get_job(None, job_id).state == "cancelled"
 
 
+def test_submit_set_overrides_the_spec(cli: typer.Typer, store: JobStore, tmp_path: Path) -> None:
+    key, _ = store.create_api_key("acme", "cli")
+    spec_file = tmp_path / "job.yaml"
+    spec_file.write_text("name: from-cli\ntask: {name: digits-shift}\nbudget: {trials: 3, inner_steps: 40}\n")
+    args = ["submit", str(spec_file), "--api-key", key, "--set", "budget.trials=6", "--set", "name=renamed"]
+    r = runner.invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    job = store.get_job("acme", r.stdout.strip().splitlines()[-1])
+    assert (job.name, job.trials_total, job.spec["budget"]["inner_steps"]) == ("renamed", 6, 40)
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ("budget.trails=6", "budget.trails"),
+        ("budget.trials='6'", "budget.trials"),
+        ("budget.trials", "--set"),
+    ],
+)
+def test_submit_set_refuses_bad_overrides_before_sending(
+    cli: typer.Typer, store: JobStore, tmp_path: Path, override: str, field: str
+) -> None:
+    key, _ = store.create_api_key("acme", "cli")
+    spec_file = tmp_path / "job.yaml"
+    spec_file.write_text("name: from-cli\ntask: {name: digits-shift}\n")
+    r = runner.invoke(cli, ["submit", str(spec_file), "--api-key", key, "--set", override])
+    assert r.exit_code == 2 and f"field {field}" in r.output, r.output
+    assert store.list_jobs(None)[1] == 0
+
+
 def test_watch_prints_the_results_of_a_finished_job(cli: typer.Typer, store: JobStore) -> None:
     key, _ = store.create_api_key("acme", "cli")
     job, _ = store.create_job("acme", spec("watched"))
@@ -106,4 +136,25 @@ def test_every_option_has_help(cli: typer.Typer) -> None:
             walk(sub)
 
     walk(get_command(cli))
-    assert {"submit url", "submit api_key", "create tenant", "watch interval"} <= set(seen)
+    assert {"submit url", "submit api_key", "submit overrides", "create tenant", "watch interval"} <= set(
+        seen
+    )
+
+
+def test_report_prints_a_signed_link_and_opens_it(
+    cli: typer.Typer, client: TestClient, store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import webbrowser
+
+    key, _ = store.create_api_key("acme", "cli")
+    job, _ = store.create_job("acme", spec("reported"))
+    opened: list[str] = []
+    monkeypatch.setattr(webbrowser, "open", lambda u: opened.append(u) or True)
+    r = runner.invoke(cli, ["report", job.id, "--api-key", key, "--open"])
+    assert r.exit_code == 0, r.output
+    link = r.stdout.strip().splitlines()[-1]
+    assert opened == [link] and "token=" in link
+    page = client.get(link.removeprefix("http://testserver"))  # no key: the token is enough
+    assert page.status_code == 200 and "reported" in page.text
+    r = runner.invoke(cli, ["report", "nope", "--api-key", key])
+    assert r.exit_code == 1 and "job_not_found" in r.output

@@ -95,6 +95,26 @@ def test_catalog_lists_registries(client: TestClient, acme: dict[str, str]) -> N
     assert "accuracy" in metrics and metrics["accuracy"]
 
 
+def test_catalog_lists_the_fine_tuning_methods(client: TestClient, acme: dict[str, str]) -> None:
+    from workers.ft_methods import FT_METHODS
+
+    methods = {m["name"]: m for m in client.get("/v1/catalog", headers=acme).json()["ft_methods"]}
+    assert set(methods) == set(FT_METHODS.names())
+    assert {"ft", "lp", "lp_ft", "wise_ft", "flyp"} <= set(methods)
+    assert all(m["summary"] for m in methods.values())
+    assert methods["lp"]["searchable"] is False and methods["wise_ft"]["searchable"] is False
+    assert methods["flyp"]["requires_text_tower"] is True and methods["flyp"]["searchable"] is False
+    assert methods["l2_sp"]["searchable"] is True and methods["l2_sp"]["search_space"]
+    assert methods["l2_sp"]["params_schema"]["type"] == "object"
+    # The catalog says exactly what a submission accepts in search.methods.
+    for name, m in methods.items():
+        r = client.post(
+            "/v1/jobs", json={"name": "t1", "task": {"name": "digits-shift"}, "search": {"methods": [name]}},
+            headers=acme,
+        )  # fmt: skip
+        assert (r.status_code == 202) == m["searchable"], (name, r.text)
+
+
 def test_openapi_documents_spec_body_security_and_errors(client: TestClient) -> None:
     doc = client.get("/openapi.json").json()
     schemes = doc["components"]["securitySchemes"]

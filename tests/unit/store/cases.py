@@ -308,6 +308,42 @@ class StoreCases:
             store.extend_job("acme", job_id, n)
         assert e.value.field == "trials"
 
+    def test_extend_beyond_the_ceiling_changes_nothing(self, store: JobStore) -> None:
+        job_id = run_to(store, "succeeded")
+        total = store.get_job(None, job_id).trials_total
+        events = store.list_events(None, job_id)[1]
+        with pytest.raises(InvalidSpec) as e:
+            store.extend_job("acme", job_id, 5, max_trials=total + 4)
+        assert e.value.field == "trials" and e.value.details["max_trials_per_job"] == total + 4
+        job = store.get_job(None, job_id)
+        assert (job.state, job.trials_total, job.extra_trials) == ("succeeded", total, 0)  # not requeued
+        assert store.list_events(None, job_id)[1] == events
+        assert store.extend_job("acme", job_id, 4, max_trials=total + 4).trials_total == total + 4
+
+    def test_concurrent_extends_never_pass_the_ceiling(self, store: JobStore) -> None:
+        job_id = run_to(store, "queued")
+        total = store.get_job(None, job_id).trials_total
+        results: list[bool] = []
+
+        def extend() -> None:
+            try:
+                store.extend_job("acme", job_id, 3, max_trials=total + 10)
+                results.append(True)
+            except InvalidSpec:
+                results.append(False)
+
+        threads = [threading.Thread(target=extend) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert results.count(True) == 3 and store.get_job(None, job_id).trials_total == total + 9
+
+    def test_submission_above_the_ceiling_is_invalid(self, store: JobStore) -> None:
+        with pytest.raises(InvalidSpec) as e:
+            store.create_job("acme", spec(budget={"trials": 11}), max_trials=10)
+        assert e.value.field == "budget.trials" and store.list_jobs(None)[1] == 0
+
     # Trials -----------------------------------------------------------------------------------------------
     def test_upsert_trial_creates_updates_and_counts_done(self, store: JobStore) -> None:
         job_id = run_to(store, "running")
