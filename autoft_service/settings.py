@@ -44,6 +44,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
     runner_lease_seconds: float = Field(default=30.0, gt=1)
     runner_heartbeat_seconds: float = Field(default=5.0, gt=0)
+    tracking_grace_seconds: float = Field(
+        default=120.0,
+        ge=0,
+        description="How long the end of a search waits for an unreachable MLflow server to take the "
+        "deferred tracking writes; what is still pending then is recorded as lost.",
+    )
 
     @model_validator(mode="after")
     def _refuse_insecure(self) -> Settings:
