@@ -1,0 +1,7 @@
+"""``python -m autoft_service.cli``: the ``autoft`` command."""
+
+import sys
+
+from autoft_service.cli.app import main
+
+sys.exit(main())
