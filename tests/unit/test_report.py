@@ -27,7 +27,7 @@ from autoft_service.report import (
 )
 from autoft_service.settings import Settings
 from autoft_service.store import JobRecord, JobStore, TrialRecord
-from tests.unit.store.helpers import migrated_sqlite_template, spec, sqlite_copy
+from tests.suites.store_helpers import migrated_sqlite_template, spec, sqlite_copy
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 CHART_IDS = ("history", "importance", "id-vs-ood")

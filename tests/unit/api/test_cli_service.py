@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from autoft_service.cli import keys, service
 from autoft_service.client import AutoFTClient
 from autoft_service.store import JobStore
-from tests.unit.store.helpers import spec
+from tests.suites.store_helpers import spec
 
 runner = CliRunner()
 
