@@ -17,7 +17,7 @@ def study_plots(study: optuna.Study, objectives: list[str]) -> dict[str, str]:
 
     from optuna import visualization as vis
 
-    kw = {}
+    kw: dict[str, Any] = {}
     if len(objectives) > 1:
         kw = {"target": lambda t: t.values[0], "target_name": objectives[0]}
     makers = {

@@ -276,7 +276,7 @@ class Engine:
             for seed in guard.seeds
         }
         values = dict(zip(refs, ray.get(list(refs.values())), strict=True))
-        table = []
+        table: list[dict[str, Any]] = []
         for t in top:
             scores = [float(t.values[0]), *(values[(t.number, s)] for s in guard.seeds)]
             table.append({"trial": t.number, "search_value": float(t.values[0]), "scores": scores,
@@ -468,5 +468,5 @@ class Engine:
         )
         autoft = next(o for o in outcomes if o["method"] == "autoft")
         model, example = model_from_state(self._final_context(spec), autoft["state_dict"])
-        name = f"autoft-{spec.name}" if spec.final.register_model else None
-        return self.tracker.log_model(rid, model, example, name)
+        registered = f"autoft-{spec.name}" if spec.final.register_model else None
+        return self.tracker.log_model(rid, model, example, registered)

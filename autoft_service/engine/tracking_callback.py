@@ -23,6 +23,12 @@ from workers.trainable import flatten_config
 log = logging.getLogger(__name__)
 
 
+def _run_id(ev: TrialEvent) -> str:
+    """The trial's MLflow run. Writes are applied in order, so its ``start`` has landed before any other."""
+    if ev.mlflow_run_id is None:
+        raise RuntimeError(f"trial {ev.number} has no MLflow run yet")
+    return ev.mlflow_run_id
+
 class SearchCallback(Callback):
     """Driver-side: records every trial in MLflow (child runs) and forwards events to the listener.
 
@@ -121,7 +127,7 @@ class SearchCallback(Callback):
         self._track(
             ev,
             f"metrics@{step}",
-            lambda e: self.tracker.log_metrics(e.mlflow_run_id, metrics, step=step, timestamp_ms=ts),
+            lambda e: self.tracker.log_metrics(_run_id(e), metrics, step=step, timestamp_ms=ts),
         )
         self.listener.trial_reported(ev, metrics)
 
@@ -133,8 +139,8 @@ class SearchCallback(Callback):
         last_step = ev.last_step
 
         def close(e: TrialEvent) -> None:
-            self.tracker.set_tags(e.mlflow_run_id, {"autoft.state": state, "autoft.last_step": last_step})
-            self.tracker.end_run(e.mlflow_run_id, run_status_for(state))
+            self.tracker.set_tags(_run_id(e), {"autoft.state": state, "autoft.last_step": str(last_step)})
+            self.tracker.end_run(_run_id(e), run_status_for(state))
 
         self._track(ev, "close", close)
         self.listener.trial_finished(ev)
@@ -155,7 +161,7 @@ class SearchCallback(Callback):
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         for ev in self.events.values():
             if ev.finished_at is None:
-                self._track(ev, "kill", lambda e: self.tracker.end_run(e.mlflow_run_id, "KILLED"))
+                self._track(ev, "kill", lambda e: self.tracker.end_run(_run_id(e), "KILLED"))
         if not self.flush(self.grace_s):
             self.lost = [f"trial {ev.number}: {what}" for ev, what, _ in self.pending]
             log.error("MLflow unreachable: %d tracking writes lost: %s", len(self.lost), self.lost[:20])

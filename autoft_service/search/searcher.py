@@ -65,11 +65,12 @@ class AutoFTOptunaSearch(OptunaSearch):
             and trial_id not in self._completed_trials
             and trial_id in self._ot_trials
         )
-        if not stopped_early:
+        study = self._ot_study
+        if not stopped_early or study is None:
             super().on_trial_complete(trial_id, result=result, error=error)
             return
         try:
-            self._ot_study.tell(self._ot_trials[trial_id], state=TrialState.PRUNED)
+            study.tell(self._ot_trials[trial_id], state=TrialState.PRUNED)
         except Exception as exc:  # e.g. the study row vanished; never kill the search for bookkeeping
             log.warning("could not record pruned trial %s: %s", trial_id, exc)
         self._completed_trials.add(trial_id)
