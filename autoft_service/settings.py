@@ -68,6 +68,12 @@ class Settings(BaseSettings):
         "API processes serve the same links).",
     )
     report_link_ttl_seconds: int = Field(default=900, ge=10, le=7 * 24 * 3600)
+    tracking_grace_seconds: float = Field(
+        default=120.0,
+        ge=0,
+        description="How long the end of a search waits for an unreachable MLflow server to take the "
+        "deferred tracking writes; what is still pending then is recorded as lost.",
+    )
 
     @model_validator(mode="after")
     def _refuse_insecure(self) -> Settings:

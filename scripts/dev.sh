@@ -50,6 +50,7 @@ case "$cmd" in
             apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
         fi
         ruff check autoft_service workers tests benchmarks
+        python -m mypy  # the files are configured in pyproject.toml ([tool.mypy])
         exec python -m pytest -q "$@"
         ;;
     *) echo "usage: scripts/dev.sh demo|test|setup [args...]" >&2; exit 2 ;;

@@ -43,7 +43,9 @@ class Objective:
     def __call__(
         self, logits: torch.Tensor, targets: torch.Tensor, features: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
-        params = {n: p for n, p in self.model.named_parameters() if n in self.init_params}
+        params: dict[str, torch.Tensor] = {
+            n: p for n, p in self.model.named_parameters() if n in self.init_params
+        }
         inputs = LossInputs(logits, targets, params, self.init_params, self.num_params, features, self.text)
         out: dict[str, torch.Tensor] = {}
         total = logits.new_zeros(())

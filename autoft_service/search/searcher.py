@@ -51,11 +51,11 @@ class AutoFTOptunaSearch(OptunaSearch):
         self.step_key = step_key
         self.stop_check = _DriverOnly(stop_check)
 
-    def suggest(self, trial_id: str) -> dict | str | None:
+    def suggest(self, trial_id: str) -> dict | None:
         # asked before every new trial: once the job is cancelled no trial starts (Tune's stopper is only
         # consulted after the trial queue was filled in the same step)
         if self.stop_check():
-            return Searcher.FINISHED
+            return Searcher.FINISHED  # type: ignore[return-value]  # Tune's own sentinel, typed as str
         config = super().suggest(trial_id)
         ot_trial = self._ot_trials.get(trial_id)
         if ot_trial is not None:
@@ -79,11 +79,12 @@ class AutoFTOptunaSearch(OptunaSearch):
             and trial_id not in self._completed_trials
             and trial_id in self._ot_trials
         )
-        if not stopped_early:
+        study = self._ot_study
+        if not stopped_early or study is None:
             super().on_trial_complete(trial_id, result=result, error=error)
             return
         try:
-            self._ot_study.tell(self._ot_trials[trial_id], state=TrialState.PRUNED)
+            study.tell(self._ot_trials[trial_id], state=TrialState.PRUNED)
         except Exception as exc:  # e.g. the study row vanished; never kill the search for bookkeeping
             log.warning("could not record pruned trial %s: %s", trial_id, exc)
         self._completed_trials.add(trial_id)

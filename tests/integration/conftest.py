@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-#: libpq connection string of the maintenance database (trust auth on the CI host).
-PG_ADMIN_DSN = os.environ.get("AUTOFT_TEST_PG_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")
+from tests.conftest import PG_ADMIN_DSN
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from autoft_service.report import render_report
-from tests.unit.test_report import CHART_IDS, chart_div, job_record, trial_records
+from tests.suites.report import CHART_IDS, chart_div, job_record, trial_records
 
 pytestmark = pytest.mark.integration
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
+from typer.main import get_command
 from typer.testing import CliRunner
 
+import autoft_service.cli
 from autoft_service.cli import app
 from tests.conftest import small_spec
 
@@ -70,3 +75,42 @@ def test_validate_checks_paths_against_the_data_dirs_roots(tmp_path: Path) -> No
     assert res.exit_code == 0 and "valid" in res.output, res.output
     res = runner.invoke(app, ["validate", str(spec), "--data-dir", str(tmp_path / "elsewhere")])
     assert res.exit_code == 2 and "task.params.model.path" in res.output
+
+
+def test_every_command_is_assembled_in_the_app() -> None:
+    group = get_command(app)
+    commands = list(group.commands)  # type: ignore[attr-defined]
+    assert commands == [
+        "run", "demo", "validate", "serve", "runner",
+        "submit", "status", "watch", "cancel", "extend", "retry", "report", "cache", "keys",
+    ]  # fmt: skip
+    assert sorted(group.commands["cache"].commands) == ["info", "prune"]  # type: ignore[attr-defined]
+    assert sorted(group.commands["keys"].commands) == ["create", "list", "revoke"]  # type: ignore[attr-defined]
+
+
+def test_command_modules_share_only_common_so_there_is_no_import_circle() -> None:
+    """Each command module may import ``cli.common`` and nothing else of the CLI; only ``app`` assembles."""
+    package = Path(autoft_service.cli.__file__).parent
+    for path in sorted(package.glob("*.py")):
+        if path.stem in ("__init__", "__main__", "app"):
+            continue
+        imported = {
+            node.module
+            for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.ImportFrom) and node.module
+        } | {
+            alias.name
+            for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.Import)
+            for alias in node.names
+        }
+        mine = {m for m in imported if m == "autoft_service.cli" or m.startswith("autoft_service.cli.")}
+        assert mine <= {"autoft_service.cli.common"}, f"{path.name} imports {sorted(mine)}"
+
+
+def test_python_dash_m_runs_the_cli() -> None:
+    res = subprocess.run(
+        [sys.executable, "-m", "autoft_service.cli", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert res.returncode == 0, res.stderr
+    assert "submit" in res.stdout and "cache" in res.stdout and "autoft" in res.stdout

@@ -84,3 +84,11 @@ def test_job_links_have_a_working_default(tmp_path: Path) -> None:
     server = Settings(data_dir=tmp_path, mlflow_tracking_uri="http://mlflow:5000")
     assert server.mlflow_ui_url == "http://mlflow:5000" and server.mlflow_ui_command is None
     assert Settings(data_dir=tmp_path, mlflow_ui_url="https://ml.example").mlflow_ui_url == "https://ml.example"
+
+
+def test_serve_says_where_mlflow_links_point_and_how_to_start_the_ui(tmp_path: Path) -> None:
+    from autoft_service.cli.serve import mlflow_ui_hint
+
+    hint = mlflow_ui_hint(Settings(data_dir=tmp_path))
+    assert "http://127.0.0.1:5000" in hint and "mlflow ui --backend-store-uri sqlite:///" in hint
+    assert "mlflow ui" not in mlflow_ui_hint(Settings(data_dir=tmp_path, mlflow_tracking_uri="http://m:5000"))

@@ -6,14 +6,17 @@ the same points rather than adding new ones."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from mlflow.exceptions import MlflowException
+from pydantic import ValidationError
 
-from autoft_service.engine import TrialEvent, _SearchCallback
+from autoft_service.engine import SearchCallback, TrialEvent
+from autoft_service.settings import Settings
 from autoft_service.spec import parse_spec
 from autoft_service.tracking import Tracker
 from tests.conftest import small_spec
@@ -42,13 +45,13 @@ class _AnswerLost:
 
 
 @pytest.fixture()
-def setup(tmp_path: Path) -> tuple[Tracker, _SearchCallback, str]:
+def setup(tmp_path: Path) -> tuple[Tracker, SearchCallback, str]:
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", artifact_location=str(tmp_path / "artifacts"))
     tracker.ensure_store()
     exp = tracker.experiment("job-x")
     spec = parse_spec(small_spec())
     parent = tracker.start_parent(exp, "job-x", "job-x", {"name": "x"})
-    cb = _SearchCallback(
+    cb = SearchCallback(
         tracker=tracker,
         searcher=SimpleNamespace(optuna_number=lambda tid: 0),  # type: ignore[arg-type]
         listener=_Listener(),  # type: ignore[arg-type]
@@ -67,7 +70,7 @@ def _trial(config: dict[str, Any]) -> Any:
 
 
 def test_child_run_created_once_when_the_create_reply_is_lost(
-    setup: tuple[Tracker, _SearchCallback, str], monkeypatch: pytest.MonkeyPatch
+    setup: tuple[Tracker, SearchCallback, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tracker, cb, exp = setup
     monkeypatch.setattr(tracker.client, "create_run", _AnswerLost(tracker.client.create_run))
@@ -88,7 +91,7 @@ def test_child_run_created_once_when_the_create_reply_is_lost(
 
 
 def test_params_failure_after_create_reuses_the_run_and_metrics_are_not_doubled(
-    setup: tuple[Tracker, _SearchCallback, str], monkeypatch: pytest.MonkeyPatch
+    setup: tuple[Tracker, SearchCallback, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tracker, cb, exp = setup
     trial = _trial({"optim": {"lr": 0.02}})
@@ -110,7 +113,7 @@ def test_params_failure_after_create_reuses_the_run_and_metrics_are_not_doubled(
 
 
 def test_a_run_the_http_client_created_twice_is_deleted_at_the_end(
-    setup: tuple[Tracker, _SearchCallback, str], monkeypatch: pytest.MonkeyPatch
+    setup: tuple[Tracker, SearchCallback, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tracker, cb, exp = setup
     # a run of trial 7, recorded before a resume by an earlier owner of the job, must survive the cleanup
@@ -135,7 +138,7 @@ def test_a_run_the_http_client_created_twice_is_deleted_at_the_end(
     assert sorted(r.info.run_id for r in children) == sorted([cb.events["t0"].mlflow_run_id, earlier])
 
 
-def test_close_children_closes_only_the_runs_still_open(setup: tuple[Tracker, _SearchCallback, str]) -> None:
+def test_close_children_closes_only_the_runs_still_open(setup: tuple[Tracker, SearchCallback, str]) -> None:
     tracker, cb, exp = setup
     runs = [tracker.start_child(exp, cb.parent_run_id, "job-x", n, {}) for n in range(3)]
     tracker.end_run(runs[0], "FINISHED")
@@ -143,3 +146,34 @@ def test_close_children_closes_only_the_runs_still_open(setup: tuple[Tracker, _S
     assert tracker.close_children(cb.parent_run_id) == 2
     assert [tracker.client.get_run(r).info.status for r in runs] == ["FINISHED", "KILLED", "KILLED"]
     assert tracker.find_child(exp, cb.parent_run_id, 1) == runs[1] and tracker.find_child(exp, cb.parent_run_id, 9) is None
+
+
+def test_the_grace_period_for_deferred_writes_comes_from_the_settings(
+    setup: tuple[Tracker, SearchCallback, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tracker, cb, _ = setup
+    monkeypatch.setenv("AUTOFT_TRACKING_GRACE_SECONDS", "0")
+    settings = Settings()
+    assert settings.tracking_grace_seconds == 0.0
+    quick = SearchCallback(**{**_callback_kwargs(cb), "grace_s": settings.tracking_grace_seconds})
+
+    def down(*args: Any, **kwargs: Any) -> Any:
+        raise MlflowException("connection refused")
+
+    monkeypatch.setattr(tracker.client, "create_run", down)
+    quick.on_trial_start(0, [], _trial({"optim": {"lr": 0.01}}))
+    t0 = time.monotonic()
+    quick.on_experiment_end([])
+    assert time.monotonic() - t0 < 5.0  # no wait: the default grace would retry for two minutes
+    assert quick.lost == ["trial 0: start", "trial 0: close"]  # the unfinished trial ends as interrupted
+
+
+def test_a_negative_grace_period_is_refused_naming_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUTOFT_TRACKING_GRACE_SECONDS", "-1")
+    with pytest.raises(ValidationError, match="tracking_grace_seconds"):
+        Settings()
+
+
+def _callback_kwargs(cb: SearchCallback) -> dict[str, Any]:
+    names = ("tracker", "searcher", "listener", "job_id", "experiment_id", "parent_run_id", "metric")
+    return {**{n: getattr(cb, n) for n in names}, "full_steps": cb.full_steps, "search": cb.search}

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -118,6 +119,29 @@ class ImageClassificationTask(Task):
     )
     Params = ImageTaskParams
     params: ImageTaskParams
+
+    @classmethod
+    def example_params(cls, root: Path) -> dict[str, Any]:
+        """A tiny timm model, ImageFolder ID splits and a grouped CSV manifest for OOD, under ``root``."""
+        from workers.images.synthetic_data import make_image_folder, make_manifest
+        from workers.images.tiny_models import save_tiny_timm
+
+        classes = ["a", "b", "c"]
+        save_tiny_timm(root / "timm")
+        make_image_folder(root / "train", classes, 6, seed=1)
+        make_image_folder(root / "test", classes, 3, seed=2)
+        make_manifest(root / "ood.csv", root / "ood", classes, 4, shift="noise", groups=True, seed=3)
+        return {
+            "model": {"family": "timm", "path": "timm"},
+            "data": {
+                "id_train": {"format": "imagefolder", "path": "train"},
+                "id_test": {"format": "imagefolder", "path": "test"},
+                "ood_val": {"format": "csv", "path": "ood.csv", "group_column": "group"},
+                "ood_tests": {"noise": {"format": "csv", "path": "ood.csv"}},
+            },
+            "id_val_size": 6,
+            "decode_workers": 1,
+        }
 
     @classmethod
     def supports_text_tower(cls, params: BaseModel) -> bool:

@@ -123,6 +123,15 @@ class Task(ABC):
         task.data_roots = roots
         return task
 
+    @classmethod
+    def example_params(cls, root: Path) -> dict[str, Any]:
+        """Valid, fast parameters on tiny data this writes under the data root ``root``.
+
+        The task conformance suite (``tests/unit/test_task_conformance.py``) creates, loads and trains
+        every registered task from these, so a new task is checked without touching the tests.
+        """
+        raise NotImplementedError(f"task {cls.__name__} defines no example_params(root)")
+
     def prepare(self) -> None:  # noqa: B027 - optional hook
         """One-time, cached, expensive work (e.g. pretraining). Called once in the driver."""
 

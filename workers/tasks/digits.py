@@ -15,7 +15,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +27,7 @@ from workers.tasks.base import Split, Task, TaskData, register_task
 from workers.tasks.shifts import apply_shift, broad_augment
 
 ShiftName = Literal["noise", "salt_pepper", "blur", "low_contrast", "invert", "occlusion", "rotate"]
+DEFAULT_OOD_TEST_SHIFTS: tuple[ShiftName, ...] = ("salt_pepper", "blur", "low_contrast", "invert", "rotate")
 
 
 class DigitsParams(BaseModel):
@@ -36,9 +37,7 @@ class DigitsParams(BaseModel):
     id_val_per_class: int = Field(default=10, ge=1, le=30)
     ood_val_size: int = Field(default=100, ge=10, le=400, description="Images in the OOD validation set.")
     ood_val_shift: ShiftName = "noise"
-    ood_test_shifts: list[ShiftName] = Field(
-        default_factory=lambda: ["salt_pepper", "blur", "low_contrast", "invert", "rotate"], min_length=1
-    )
+    ood_test_shifts: list[ShiftName] = Field(default_factory=lambda: list(DEFAULT_OOD_TEST_SHIFTS), min_length=1)
     severity: float = Field(default=0.8, gt=0, le=1.0)
     split_seed: int = Field(default=0, ge=0)
     pretrain_steps: int = Field(default=500, ge=1, le=100_000)
@@ -118,6 +117,10 @@ class DigitsShiftTask(Task):
     Params = DigitsParams
     params: DigitsParams
 
+    @classmethod
+    def example_params(cls, root: Path) -> dict[str, Any]:
+        return {"shots_per_class": 10, "ood_val_size": 60, "pretrain_steps": 40}  # no files needed
+
     def _cache_path(self) -> Path:
         key = json.dumps({"v": 1, "steps": self.params.pretrain_steps, "torch": torch.__version__[:4]})
         digest = hashlib.sha256(key.encode()).hexdigest()[:12]
@@ -183,7 +186,7 @@ class DigitsShiftTask(Task):
             return Split(x[idx] if xs is None else xs, y[idx])
 
         test_idx = parts["test"]
-        ood_tests = {}
+        ood_tests: dict[str, Split] = {}
         for k, name in enumerate(p.ood_test_shifts):
             shifted = apply_shift(name, x[test_idx], seed=1000 + k, severity=p.severity)
             ood_tests[name] = split(test_idx, shifted)

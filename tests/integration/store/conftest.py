@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from autoft_service.store import init_db
-from tests.unit.store.fixtures import clock, open_store, store  # noqa: F401  (the suite's fixtures)
+from tests.suites.store import clock, open_store, store  # noqa: F401  (the suite's fixtures)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from sqlalchemy.exc import OperationalError
 
 from autoft_service.errors import BackendUnavailable
 from autoft_service.store import JobStore, current_revision, init_db
-from tests.unit.store.cases import StoreCases
+from tests.suites.store import StoreCases
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from autoft_service.api import create_app
 from autoft_service.settings import Settings
 from autoft_service.store import JobStore
-from tests.unit.store.helpers import migrated_sqlite_template, sqlite_copy
+from tests.suites.store_helpers import migrated_sqlite_template, sqlite_copy
 
 
 @pytest.fixture(scope="session")

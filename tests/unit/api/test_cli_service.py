@@ -11,19 +11,20 @@ from fastapi.testclient import TestClient
 from typer.main import get_command
 from typer.testing import CliRunner
 
-from autoft_service import cli_service
+from autoft_service.cli import keys, service
 from autoft_service.client import AutoFTClient
 from autoft_service.store import JobStore
-from tests.unit.store.helpers import spec
+from tests.suites.store_helpers import spec
 
 runner = CliRunner()
 
 
 @pytest.fixture
 def cli(monkeypatch: pytest.MonkeyPatch, client: TestClient) -> typer.Typer:
-    monkeypatch.setattr(cli_service, "make_client", lambda url, key: AutoFTClient(url, key, http=client))
+    monkeypatch.setattr(service, "make_client", lambda url, key: AutoFTClient(url, key, http=client))
     app = typer.Typer()
-    cli_service.register(app)
+    service.register(app)
+    keys.register(app)
     return app
 
 

@@ -14,7 +14,7 @@ from autoft_service.errors import (
     UnknownLossTerm,
 )
 from autoft_service.store import JobStore
-from tests.unit.store.helpers import MINIMAL_SPEC
+from tests.suites.store_helpers import MINIMAL_SPEC
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from autoft_service.store import JobStore
-from tests.unit.store.helpers import MINIMAL_SPEC
+from tests.suites.store_helpers import MINIMAL_SPEC
 
 ERROR_KEYS = {"code", "message", "field", "details"}
 

@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from autoft_service.settings import Settings
 from autoft_service.store import JobStore
-from tests.unit.store.helpers import MINIMAL_SPEC
+from tests.suites.store_helpers import MINIMAL_SPEC
 
 
 def submit(client: TestClient, headers: dict[str, str], **extra: Any) -> dict[str, Any]:

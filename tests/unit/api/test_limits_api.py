@@ -13,7 +13,7 @@ from autoft_service.api import create_app
 from autoft_service.api.ratelimit import RateLimiter
 from autoft_service.settings import Settings
 from autoft_service.store import JobStore
-from tests.unit.store.helpers import MINIMAL_SPEC
+from tests.suites.store_helpers import MINIMAL_SPEC
 
 CEILING = 20
 

@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from autoft_service.api import create_app
 from autoft_service.settings import Settings
 from autoft_service.store import JobStore
-from tests.unit.store.helpers import spec
+from tests.suites.store_helpers import spec
 
 
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.store.fixtures import clock, open_store, store  # noqa: F401  (the suite's fixtures)
-from tests.unit.store.helpers import migrated_sqlite_template, sqlite_copy
+from tests.suites.store import clock, open_store, store  # noqa: F401  (the suite's fixtures)
+from tests.suites.store_helpers import migrated_sqlite_template, sqlite_copy
 
 
 @pytest.fixture(scope="session")

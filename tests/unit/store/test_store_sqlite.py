@@ -11,7 +11,7 @@ from sqlalchemy.exc import OperationalError
 
 from autoft_service.errors import BackendUnavailable, JobStateConflict
 from autoft_service.store import TRANSITIONS, JobStore, current_revision, init_db, transition
-from tests.unit.store.cases import StoreCases
+from tests.suites.store import StoreCases
 
 
 class TestSQLiteStore(StoreCases):

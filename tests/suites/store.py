@@ -1,11 +1,14 @@
-"""The job-store test suite, run on every backend: ``class TestXStore(StoreCases)`` in each backend's folder
-with fixtures ``store``, ``open_store`` and ``clock`` (see ``fixtures.py``)."""
+"""The job-store test suite, run on every backend.
+
+Each backend's folder has ``class TestXStore(StoreCases)`` and a conftest that imports the fixtures below
+(``clock``, ``open_store``, ``store``) and provides ``store_url``: a fresh, migrated database per test.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, timedelta
 
 import pytest
@@ -23,7 +26,34 @@ from autoft_service.errors import (
 from autoft_service.store import JobStore, current_revision
 from autoft_service.store.db import VERSION_TABLE
 from autoft_service.store.models import ApiKey, Base
-from tests.unit.store.helpers import FakeClock, spec
+from tests.suites.store_helpers import FakeClock, spec
+
+
+# Backend-neutral fixtures (each backend's conftest imports them) ------------------------------------------
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def open_store(store_url: str, clock: FakeClock) -> Iterator[Callable[[], JobStore]]:
+    """Open another ``JobStore`` (its own engine, like another process) on the test database."""
+    stores: list[JobStore] = []
+
+    def make() -> JobStore:
+        s = JobStore(store_url, clock=clock)
+        stores.append(s)
+        return s
+
+    yield make
+    for s in stores:
+        s.close()
+
+
+@pytest.fixture
+def store(open_store: Callable[[], JobStore]) -> JobStore:
+    return open_store()
+
 
 LEASE = 10.0
 

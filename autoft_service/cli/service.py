@@ -1,30 +1,27 @@
-"""CLI commands that talk to a running autoft server: submit, status, watch, cancel, extend, retry, keys.
+"""CLI commands that talk to a running autoft server: submit, status, watch, cancel, extend, retry, report.
 
-``register(app)`` adds them to the main ``autoft`` command. Server commands take ``--url`` ($AUTOFT_URL) and
-``--api-key`` ($AUTOFT_API_KEY); ``keys`` manages API keys directly in the job store ($AUTOFT_* settings).
+They take ``--url`` ($AUTOFT_URL) and ``--api-key`` ($AUTOFT_API_KEY).
 """
 
 from __future__ import annotations
 
-import sys
+import webbrowser
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, TypeVar
 
 import typer
 import yaml
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from autoft_service.api.schemas import JobDetail
+from autoft_service.cli.common import console, out, results_table
 from autoft_service.client import AutoFTClient
 from autoft_service.errors import AutoFTError
 from autoft_service.overrides import apply_overrides
 
-console = Console(stderr=True)
-out = Console(width=None if sys.stdout.isatty() else 160)
 T = TypeVar("T")
 
 Url = Annotated[
@@ -37,12 +34,6 @@ ApiKey = Annotated[
 ]
 JobId = Annotated[str, typer.Argument(help="Job id (as printed by 'autoft submit').")]
 Interval = Annotated[float, typer.Option("--interval", min=0.1, help="Seconds between polls.")]
-DataDir = Annotated[
-    Path | None,
-    typer.Option(
-        "--data-dir", help="Data dir of an embedded job store (default: $AUTOFT_DATA_DIR or ./.autoft)."
-    ),
-]
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 
@@ -90,8 +81,6 @@ def _print_job(job: JobDetail) -> None:
             out.print(f"{label}: {link}")
     rows = (job.results or {}).get("results")
     if job.state == "succeeded" and isinstance(rows, list) and rows:
-        from autoft_service.cli import results_table
-
         metric = str(job.spec.get("objective", {}).get("metric", "ood_val/accuracy")).split("/", 1)[1]
         try:
             out.print(results_table(rows, metric, f"{job.name}: test {metric} (%)"))
@@ -214,81 +203,23 @@ def retry(
     out.print(f"{job.id}: {job.state}, retry of trial {number} requested")
 
 
-# API keys (direct job-store access) ---------------------------------------------------------------------
-keys_app = typer.Typer(
-    help="Manage API keys in the job store (run where the store's settings are).", no_args_is_help=True
-)
-
-
-def _store(data_dir: Path | None) -> Any:
-    from autoft_service.settings import Settings
-    from autoft_service.store import JobStore
-
-    settings = Settings(data_dir=data_dir) if data_dir is not None else Settings()
-    settings.ensure_dirs()
-    store = JobStore(settings.job_store_url)
-    store.init_db()
-    return store
-
-
-def _store_call(data_dir: Path | None, fn: Callable[[Any], T]) -> T:
-    try:
-        store = _store(data_dir)
-        try:
-            return fn(store)
-        finally:
-            store.close()
-    except AutoFTError as e:
-        console.print(f"[red]error[/red] ({e.code}): {e.message}")
-        raise typer.Exit(2) from None
-
-
-@keys_app.command("create")
-def keys_create(
-    tenant: Annotated[str, typer.Option("--tenant", help="Tenant the key belongs to (sees only its jobs).")],
-    name: Annotated[str, typer.Option("--name", help="A label for the key (who or what uses it).")],
-    data_dir: DataDir = None,
+def report(
+    job_id: JobId,
+    url: Url = DEFAULT_URL,
+    api_key: ApiKey = None,
+    open_it: Annotated[
+        bool, typer.Option("--open", help="Open the report in the default web browser.")
+    ] = False,
 ) -> None:
-    """Create an API key and print it (it is shown only once)."""
-    key, record = _store_call(data_dir, lambda s: s.create_api_key(tenant, name))
-    console.print(
-        f"[green]created[/green] key {record.prefix} for tenant {record.tenant!r}; store it now, it is not shown again"
-    )
-    out.print(key)
-
-
-@keys_app.command("list")
-def keys_list(
-    tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant's keys.")] = None,
-    data_dir: DataDir = None,
-) -> None:
-    """List API keys (prefixes only; keys are never stored)."""
-    records = _store_call(data_dir, lambda s: s.list_api_keys(tenant))
-    table = Table()
-    for col in ("prefix", "tenant", "name", "created", "revoked"):
-        table.add_column(col)
-    for r in records:
-        table.add_row(
-            r.prefix, r.tenant, r.name, r.created_at.strftime("%Y-%m-%d %H:%M"),
-            r.revoked_at.strftime("%Y-%m-%d %H:%M") if r.revoked_at else "",
-        )  # fmt: skip
-    out.print(table)
-
-
-@keys_app.command("revoke")
-def keys_revoke(
-    key: Annotated[str, typer.Argument(help="Prefix (or id) of the key to revoke.")],
-    data_dir: DataDir = None,
-) -> None:
-    """Revoke an API key."""
-    record = _store_call(data_dir, lambda s: s.revoke_api_key(key))
-    out.print(f"revoked {record.prefix} ({record.tenant})")
+    """Print a short-lived signed link to a job's HTML report (no API key needed to open it)."""
+    link = _call(url, api_key, lambda c: c.report_link(job_id))
+    out.print(link.url, soft_wrap=True)
+    console.print(f"valid until {link.expires_at:%Y-%m-%d %H:%M:%S %Z}")
+    if open_it and not webbrowser.open(link.url):
+        console.print("[yellow]no browser could be started: open the link above[/yellow]")
 
 
 def register(app: typer.Typer) -> None:
-    """Add the service commands to the main ``autoft`` CLI."""
-    from autoft_service.cli_report import report
-
+    """Add the server commands to the main ``autoft`` CLI."""
     for fn in (submit, status, watch, cancel, extend, retry, report):
         app.command()(fn)
-    app.add_typer(keys_app, name="keys")

@@ -1,4 +1,4 @@
-"""Helpers shared by the store and API tests (plain functions and classes, not fixtures)."""
+"""Helpers shared by the store suite, the API and the report tests (plain functions and classes)."""
 
 from __future__ import annotations
 

@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import optuna
-from ray.tune import Callback
 from ray.tune.stopper import Stopper
 
-from autoft_service.errors import BackendUnavailable, InvalidSpec, JobCancelled, SearchFailed
+from autoft_service.engine.events import JobHandles, JobListener, JobResult
+from autoft_service.engine.ray_runtime import ensure_ray
+from autoft_service.engine.results import finished_events, pareto_front, scalar_info, with_gap
+from autoft_service.engine.tracking_callback import SearchCallback
+from autoft_service.errors import InvalidSpec, JobCancelled, SearchFailed
 from autoft_service.search.searcher import (
     AutoFTOptunaSearch,
     IdValDropConstraint,
@@ -32,344 +32,22 @@ from autoft_service.search.searcher import (
 )
 from autoft_service.search.space import define_by_run, full_params, make_sampler, space_distributions
 from autoft_service.settings import Settings
-from autoft_service.spec import JobSpec, SearchSpec
+from autoft_service.spec import JobSpec
 from autoft_service.tracking import (
     Tracker,
     experiment_name,
     parent_run_name,
     registered_model_name,
     results_markdown,
-    run_status_for,
 )
 from workers.methods import FinalContext, model_from_state, reevaluate, reference_ft, run_method
 from workers.tasks.base import resolve_task
-from workers.trainable import TrialContext, autoft_trial, flatten_config
+from workers.trainable import TrialContext, autoft_trial
 
 log = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 # Tune's result loggers are off (MLflow is the record); its analysis then warns about missing result files.
 logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
-
-
-# Events a caller can listen to ------------------------------------------------------------------------------
-@dataclass
-class TrialEvent:
-    """One trial as the driver sees it. ``state``: running | completed | pruned | failed."""
-
-    number: int | None
-    tune_trial_id: str
-    state: str
-    params: dict[str, Any]
-    value: float | None = None
-    last_step: int = 0
-    mlflow_run_id: str | None = None
-    error: str | None = None
-    started_at: float = field(default_factory=time.time)
-    finished_at: float | None = None
-
-
-@dataclass
-class JobHandles:
-    """Ids in external stores that a resumed job must reuse."""
-
-    experiment_id: str | None = None
-    parent_run_id: str | None = None
-    study_name: str | None = None
-    #: the job's owner: its MLflow experiment and registered model are namespaced by it (None: a local run)
-    tenant: str | None = None
-
-
-class JobListener:
-    """Receives progress from the engine (progress bar, job store). Every method is optional."""
-
-    def handles(self, handles: JobHandles) -> None: ...
-    def stage(self, name: str, detail: dict[str, Any]) -> None: ...
-    def trial_started(self, ev: TrialEvent) -> None: ...
-    def trial_reported(self, ev: TrialEvent, metrics: dict[str, float]) -> None: ...
-    def trial_finished(self, ev: TrialEvent) -> None: ...
-    def reconcile(self, finished: list[TrialEvent]) -> None:
-        """On (re)start: every trial the study already finished, so a record that missed the trial's end
-        (a crash between the study's update and the listener's) can be corrected."""
-
-    def should_cancel(self) -> bool:
-        return False
-
-    def cancel_now(self) -> bool:
-        """The up-to-date answer, asked before each new trial starts (``should_cancel`` may lag behind)."""
-        return self.should_cancel()
-
-
-@dataclass
-class JobResult:
-    job_id: str
-    objective: str
-    best_value: float
-    best_params: dict[str, Any]
-    best_trial: int
-    results: list[dict[str, Any]]
-    trials: dict[str, int]
-    handles: JobHandles
-    model_version: str | None = None
-    durations: dict[str, float] = field(default_factory=dict)
-    reevaluation: list[dict[str, Any]] = field(default_factory=list)
-    pareto: list[dict[str, Any]] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-# Ray ----------------------------------------------------------------------------------------------------------
-def ensure_ray(settings: Settings) -> None:
-    """Connect to ``RAY_ADDRESS`` or start a local runtime bound to loopback (idempotent)."""
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    import ray
-
-    if ray.is_initialized():
-        return
-    try:
-        if settings.ray_address:
-            ray.init(address=settings.ray_address, logging_level=logging.WARNING, log_to_driver=False)
-        else:
-            _private_runtime_token()
-            ray.init(
-                address="local",  # always a private runtime, never a cluster that happens to run here
-                num_cpus=settings.ray_num_cpus,
-                include_dashboard=False,
-                logging_level=logging.WARNING,
-                log_to_driver=False,
-                _node_ip_address="127.0.0.1",
-            )
-    except Exception as e:  # connection errors come in many types
-        raise BackendUnavailable(f"cannot start or reach Ray ({settings.ray_address or 'local'}): {e}") from e
-
-
-def _private_runtime_token() -> None:
-    """Keep Ray's token authentication for the local runtime (this service used to turn it off).
-
-    Ray's gRPC servers (GCS, raylet, workers) listen on every interface whatever address the node
-    advertises, so the runtime is private only because every call must carry a token: Ray's per-user
-    token file (``~/.ray/auth_token``, created on first use) or ``RAY_AUTH_TOKEN`` / ``RAY_AUTH_TOKEN_PATH``.
-    With ``RAY_AUTH_MODE`` unset, Ray enables it itself for a new local runtime (setting the variable here
-    would come too late: Ray reads it when imported). An explicit ``RAY_AUTH_MODE=disabled`` is honoured,
-    loudly.
-    """
-    mode = os.environ.get("RAY_AUTH_MODE", "token")
-    if mode.lower() != "token":
-        log.warning(
-            "RAY_AUTH_MODE=%s: the local Ray runtime accepts unauthenticated calls on every interface", mode
-        )
-
-
-# The Tune callback --------------------------------------------------------------------------------------------
-#: How long the end of a search waits for an unreachable MLflow server to take the deferred writes.
-TRACKING_GRACE_S = float(os.environ.get("AUTOFT_TRACKING_GRACE_SECONDS", "120"))
-
-
-class _SearchCallback(Callback):
-    """Driver-side: records every trial in MLflow (child runs) and forwards events to the listener."""
-
-    def __init__(
-        self,
-        *,
-        tracker: Tracker,
-        searcher: AutoFTOptunaSearch,
-        listener: JobListener,
-        job_id: str,
-        experiment_id: str,
-        parent_run_id: str,
-        metric: str,
-        full_steps: int,
-        search: SearchSpec,
-        tenant: str | None = None,
-    ) -> None:
-        self.tracker = tracker
-        self.tenant = tenant
-        self.searcher = searcher
-        self.listener = listener
-        self.job_id = job_id
-        self.experiment_id = experiment_id
-        self.parent_run_id = parent_run_id
-        self.metric = metric
-        self.full_steps = full_steps
-        self.search = search
-        self.events: dict[str, TrialEvent] = {}
-        # MLflow writes in order; while the tracking server is unreachable they wait here and the search
-        # goes on. Whatever is still pending when the search ends (after a grace period) is reported lost.
-        self.pending: list[tuple[TrialEvent, str, Callable[[TrialEvent], None]]] = []
-        self.deferred = 0
-        self.lost: list[str] = []
-
-    def __getstate__(self) -> dict[str, Any]:
-        # Tune pickles its run config for Tuner.restore, which this engine does not use (the Optuna study
-        # is the resume point); the live tracker/listener stay in the driver.
-        return {"job_id": self.job_id}
-
-    def _track(self, ev: TrialEvent, what: str, op: Callable[[TrialEvent], None]) -> None:
-        self.pending.append((ev, what, op))
-        self.flush(0.0)
-
-    def flush(self, patience_s: float) -> bool:
-        """Apply pending MLflow writes in order; retry for ``patience_s``. True when nothing is pending."""
-        deadline = time.monotonic() + patience_s
-        while self.pending:
-            ev, what, op = self.pending[0]
-            try:
-                op(ev)
-            except Exception as e:  # tracking server down or erroring: keep the write, keep searching
-                if time.monotonic() >= deadline:
-                    if self.deferred == 0 or len(self.pending) == 1:
-                        log.warning("MLflow write deferred (%s of trial %s): %s", what, ev.number, e)
-                    self.deferred += 1
-                    return False
-                time.sleep(1.0)
-                continue
-            self.pending.pop(0)
-        return True
-
-    def _event(self, trial: Any) -> TrialEvent:
-        ev = self.events.get(trial.trial_id)
-        if ev is None:
-            number = self.searcher.optuna_number(trial.trial_id)
-            params = full_params(self.search, flatten_config(trial.config))
-            ev = TrialEvent(number, trial.trial_id, "running", params)
-            self.events[trial.trial_id] = ev
-
-            attempts = 0
-
-            def start(e: TrialEvent) -> None:
-                nonlocal attempts
-                attempts += 1
-                e.mlflow_run_id = self.tracker.start_child(
-                    self.experiment_id,
-                    self.parent_run_id,
-                    self.job_id,
-                    e.number,
-                    e.params,
-                    retry=attempts > 1,
-                    tenant=self.tenant,
-                )
-
-            self._track(ev, "start", start)
-            self.listener.trial_started(ev)
-        return ev
-
-    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._event(trial)
-
-    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        ev = self._event(trial)
-        metrics = {k: v for k, v in result.items() if "/" in k and not k.startswith("config/")}
-        ev.last_step = int(result.get("step", ev.last_step))
-        ev.value = result.get(self.metric, ev.value)
-        step, ts = ev.last_step, int(time.time() * 1000)  # a retried write repeats the same points
-        self._track(
-            ev,
-            f"metrics@{step}",
-            lambda e: self.tracker.log_metrics(e.mlflow_run_id, metrics, step=step, timestamp_ms=ts),
-        )
-        self.listener.trial_reported(ev, metrics)
-
-    def _finish(self, trial: Any, state: str, error: str | None = None) -> None:
-        self._finish_event(self._event(trial), state, error)
-
-    def _finish_event(self, ev: TrialEvent, state: str, error: str | None = None) -> None:
-        if ev.finished_at is not None:
-            return
-        ev.state, ev.error, ev.finished_at = state, error, time.time()
-        last_step = ev.last_step
-
-        def close(e: TrialEvent) -> None:
-            self.tracker.set_tags(e.mlflow_run_id, {"autoft.state": state, "autoft.last_step": last_step})
-            self.tracker.end_run(e.mlflow_run_id, run_status_for(state))
-
-        self._track(ev, "close", close)
-        self.listener.trial_finished(ev)
-
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        ev = self._event(trial)
-        self._finish(trial, "pruned" if ev.last_step < self.full_steps else "completed")
-
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        err = None
-        try:
-            e = trial.get_error()
-            err = str(e).strip().splitlines()[-1][:2000] if e is not None else None
-        except Exception:  # the error file may be unreadable; the state is what matters
-            err = "trial failed"
-        self._finish(trial, "failed", err or "trial failed")
-
-    def on_experiment_end(self, trials: list, **info: Any) -> None:
-        # trials still running when the search stops (a cancel, a lost lease) end here, in MLflow (KILLED)
-        # and for the listener (the job store, the metrics), instead of staying "running"
-        for ev in list(self.events.values()):
-            if ev.finished_at is None:
-                self._finish_event(ev, "interrupted", "stopped with the search")
-        if not self.flush(TRACKING_GRACE_S):
-            self.lost = [f"trial {ev.number}: {what}" for ev, what, _ in self.pending]
-            log.error("MLflow unreachable: %d tracking writes lost: %s", len(self.lost), self.lost[:20])
-            return
-        # a create the HTTP client or this callback retried may have left a second run for a trial
-        keep = {
-            e.number: e.mlflow_run_id
-            for e in self.events.values()
-            if e.number is not None and e.mlflow_run_id is not None
-        }
-        if keep:
-            try:
-                n = self.tracker.delete_duplicate_children(self.experiment_id, self.parent_run_id, keep)
-            except Exception as e:  # a leftover run is untidy, not wrong: never fail the search for it
-                log.warning("could not check MLflow for duplicate trial runs: %s", e)
-            else:
-                if n:
-                    log.warning("deleted %d duplicate trial run(s) left by retried MLflow writes", n)
-
-
-def _pareto(spec: JobSpec, trials: list[optuna.trial.FrozenTrial]) -> list[dict[str, Any]]:
-    """Non-dominated trials over the job's objectives (all objectives share ``objective.mode``)."""
-    if not spec.objective.id_val_objective:
-        return []
-    sign = 1.0 if spec.objective.mode == "max" else -1.0
-    pts = [(t, [sign * v for v in t.values]) for t in trials]
-    front = [
-        t
-        for t, a in pts
-        if not any(all(x >= y for x, y in zip(b, a, strict=True)) and b != a for _, b in pts)
-    ]
-    return [
-        {"trial": t.number, "values": dict(zip(spec.objective.metrics, t.values, strict=True))}
-        for t in sorted(front, key=lambda t: t.number)
-    ]
-
-
-_STATE_NAMES = {"COMPLETE": "completed", "PRUNED": "pruned", "FAIL": "failed"}
-
-
-def _finished_events(spec: JobSpec, trials: list[optuna.trial.FrozenTrial]) -> list[TrialEvent]:
-    return [
-        TrialEvent(
-            number=t.number,
-            tune_trial_id=str(t.user_attrs.get("tune_trial_id", "")),
-            state=_STATE_NAMES[t.state.name],
-            params=full_params(spec.search, t.params),
-            value=t.values[0] if t.values else None,
-            last_step=max(t.intermediate_values, default=0),
-        )
-        for t in trials
-    ]
-
-
-def _scalar_info(info: dict[str, Any]) -> dict[str, float]:
-    """Numeric facts a method chose (e.g. ``wise_ft/alpha``) go into its results row."""
-    return {k: float(v) for k, v in info.items() if "/" in k and isinstance(v, (int, float))}
-
-
-def _with_gap(row: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
-    """Add ``gap/<m>`` = OOD val − mean OOD test: how much the OOD-val score overstates test robustness."""
-    m = spec.objective.metric_name
-    if f"ood_val/{m}" in row and f"ood_test/mean/{m}" in row:
-        row[f"gap/{m}"] = row[f"ood_val/{m}"] - row[f"ood_test/mean/{m}"]
-    return row
 
 
 def _trial_dirname(trial: Any) -> str:
@@ -493,7 +171,7 @@ class Engine:
         assert handles.parent_run_id and handles.experiment_id and handles.study_name
         study = self.study(spec, handles.study_name)
         interrupted = fail_stale_trials(study)
-        listener.reconcile(_finished_events(spec, finished_trials(study)))
+        listener.reconcile(finished_events(spec, finished_trials(study)))
         self._warm_start(spec, study)
         constraint = self._constraint(spec, study, listener)
         budget = spec.budget.trials + extra_trials
@@ -515,7 +193,7 @@ class Engine:
         complete = own_completed(study)
         if not complete:
             raise SearchFailed(f"no trial of job {job_id} completed ({counts})")
-        pareto = _pareto(spec, complete)
+        pareto = pareto_front(spec, complete)
         if constraint is not None:
             feasible = [t for t in complete if constraint(t)[0] <= 0]
             if not feasible:
@@ -545,7 +223,7 @@ class Engine:
             raise JobCancelled("job cancelled during the final stage")
 
         rows = [
-            _with_gap({"method": o["method"], **o["metrics"], **_scalar_info(o["info"])}, spec)
+            with_gap({"method": o["method"], **o["metrics"], **scalar_info(o["info"])}, spec)
             for o in outcomes
         ]
         version = self._record(spec, job_id, handles, study, rows, outcomes)
@@ -612,7 +290,7 @@ class Engine:
             for seed in guard.seeds
         }
         values = dict(zip(refs, ray.get(list(refs.values())), strict=True))
-        table = []
+        table: list[dict[str, Any]] = []
         for t in top:
             scores = [float(t.values[0]), *(values[(t.number, s)] for s in guard.seeds)]
             table.append({"trial": t.number, "search_value": float(t.values[0]), "scores": scores,
@@ -693,7 +371,7 @@ class Engine:
                 grace_period=b.early_stopping.grace_steps,
                 reduction_factor=b.early_stopping.reduction_factor,
             )
-        callback = _SearchCallback(
+        callback = SearchCallback(
             tracker=self.tracker,
             searcher=searcher,
             listener=listener,
@@ -703,6 +381,7 @@ class Engine:
             metric=metric,
             full_steps=b.inner_steps,
             search=spec.search,
+            grace_s=self.settings.tracking_grace_seconds,
             tenant=handles.tenant,
         )
         ctx = self._trial_context(spec)
@@ -808,10 +487,10 @@ class Engine:
         )
         autoft = next(o for o in outcomes if o["method"] == "autoft")
         model, example = model_from_state(self._final_context(spec), autoft["state_dict"])
-        name = registered_model_name(spec.name, handles.tenant) if spec.final.register_model else None
+        registered = registered_model_name(spec.name, handles.tenant) if spec.final.register_model else None
         description = (
             f"AutoFT: the searched fine-tuning objective of job {job_id} ({spec.name!r}), retrained on the "
             f"task {spec.task.name!r}; best trial params in the run's best.json.\n\n"
             f"Results ({spec.objective.metric_name} on held-out test sets):\n\n{results_markdown(rows)}"
         )
-        return self.tracker.log_model(rid, model, example, name, description)
+        return self.tracker.log_model(rid, model, example, registered, description)

@@ -1,0 +1,1 @@
+"""Test code both tiers share: suites run over several backends, and the helpers they use."""
