@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from fastapi import FastAPI
 
 import autoft_service
+from autoft_service.api.auth import AuthCache
 from autoft_service.api.docs import install_docs
 from autoft_service.api.errors_http import install_error_handlers
 from autoft_service.api.limits import BodySizeLimit
@@ -55,8 +56,13 @@ def create_app(
     app.state.readiness_checks = {"database": store.ping, **(readiness_checks or {})}
     app.state.metrics = AppMetrics(store)
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
+    app.state.auth_cache = AuthCache(settings.auth_cache_seconds)
     app.state.report_link_key = link_key(settings)
-    app.dependency_overrides[get_settings] = lambda: settings
+
+    async def app_settings() -> Settings:  # async: FastAPI calls it inline, not through the thread pool
+        return settings
+
+    app.dependency_overrides[get_settings] = app_settings
 
     install_error_handlers(app)
     for router in (jobs.router, report.router, trials.router, catalog.router, health.router):

@@ -10,8 +10,8 @@ from autoft_service.settings import Settings, get_settings
 from autoft_service.store import JobStore
 
 
-def get_store(request: Request) -> JobStore:
-    """The app's job store (set by ``create_app``)."""
+async def get_store(request: Request) -> JobStore:
+    """The app's job store (set by ``create_app``); async, so FastAPI calls it without a thread hop."""
     store: JobStore = request.app.state.store
     return store
 
