@@ -11,8 +11,9 @@ PostgreSQL) and creates an API key. Two modes:
 * ``--wrk``: a real load generator (``wrk``, from a separate process) at ``--connections`` connections for
   ``--duration`` against ``/healthz`` (the floor: the same process, no database), ``GET /v1/jobs/{id}``,
   ``GET /v1/jobs?limit=20`` and ``POST /v1/jobs`` (a demo spec, no Idempotency-Key, so each one queues a new
-  job). Prints one table: each route's req/s, its fraction of the ``/healthz`` req/s of the same run, p50,
-  p99 and p99 over the ``/healthz`` p99. Rate limits are off for the run (``AUTOFT_RATE_LIMIT_PER_SECOND=0``).
+  job), each after a short unmeasured ``--warmup`` run. Prints one table: each route's req/s, its fraction of
+  the ``/healthz`` req/s of the same run, p50, p99 and p99 over the ``/healthz`` p99. Rate limits are off for
+  the run (``AUTOFT_RATE_LIMIT_PER_SECOND=0``).
 
       python -m benchmarks.api_load --wrk [--workers N] [--threads 2] [--connections 50] [--duration 15s]
 """
@@ -56,6 +57,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="wrk threads (-t)")
     ap.add_argument("--connections", type=int, default=50, help="wrk connections (-c)")
     ap.add_argument("--duration", default="15s", help="wrk duration per route (-d)")
+    ap.add_argument("--warmup", default="3s", help="wrk run per route before the measured one (0s: none)")
     ap.add_argument("--json", type=Path, default=None, help="also write the --wrk results to this file")
     args = ap.parse_args()
     if args.wrk and shutil.which("wrk") is None:
@@ -93,7 +95,7 @@ def main() -> None:
 
 
 def _wait_healthy(base: str, server: subprocess.Popen[bytes]) -> None:
-    for _ in range(300):
+    for _ in range(600):
         if server.poll() is not None:
             raise SystemExit(f"autoft serve exited with status {server.returncode} before it answered")
         try:
@@ -102,7 +104,7 @@ def _wait_healthy(base: str, server: subprocess.Popen[bytes]) -> None:
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
-    raise SystemExit("autoft serve did not answer /healthz within 60 s")
+    raise SystemExit("autoft serve did not answer /healthz within 120 s")
 
 
 def run_clients(args: argparse.Namespace, base: str, key: str) -> tuple[list[dict[str, list[float]]], float]:
@@ -210,9 +212,10 @@ def run_wrk(args: argparse.Namespace, base: str, key: str) -> list[dict[str, obj
     ]
     rows: list[dict[str, object]] = []
     for route, extra in routes:
-        cmd = ["wrk", "--latency", "-t", str(args.threads), "-c", str(args.connections), "-d", args.duration,
-               "--timeout", "10s", *extra]  # fmt: skip
-        res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        for duration in ([args.warmup] if args.warmup.strip("0smh") else []) + [args.duration]:
+            cmd = ["wrk", "--latency", "-t", str(args.threads), "-c", str(args.connections), "-d", duration,
+                   "--timeout", "10s", *extra]  # fmt: skip
+            res = subprocess.run(cmd, capture_output=True, text=True, check=True)
         rows.append({"route": route, **parse_wrk(res.stdout)})
     return rows
 
