@@ -66,10 +66,6 @@ class AuthCache:
                     del self._entries[d]
             self._entries[digest] = (tenant, now + self.ttl_s)
 
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-
 
 def get_tenant(
     request: Request,
