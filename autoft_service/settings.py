@@ -61,6 +61,13 @@ class Settings(BaseSettings):
         default=20.0, ge=0, description="Requests per second each API key may sustain; 0 turns limits off."
     )
     rate_limit_burst: int = Field(default=200, ge=1, description="Requests an idle API key may send at once.")
+    auth_cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        le=300,
+        description="How long an API process trusts a key it has checked (key → tenant, in memory) before "
+        "asking the job store again; a revoked key is refused within this many seconds. 0 turns it off.",
+    )
     report_link_secret: SecretStr | None = Field(
         default=None,
         min_length=16,

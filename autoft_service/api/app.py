@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from fastapi import FastAPI
 
 import autoft_service
+from autoft_service.api.auth import AuthCache
 from autoft_service.api.docs import install_docs
 from autoft_service.api.errors_http import install_error_handlers
 from autoft_service.api.limits import BodySizeLimit
@@ -33,7 +34,7 @@ def create_app(
 ) -> FastAPI:
     """Build the API.
 
-    ``settings`` default to :func:`get_settings` (and, when given, override that dependency for this app);
+    ``settings`` default to :func:`get_settings`; routes read them from ``app.state`` (``SettingsDep``);
     ``store`` defaults to a :class:`JobStore` on ``settings.job_store_url`` whose schema is migrated here.
     ``readiness_checks`` (name → callable that raises when its backend is not usable) are added to the
     database check of ``GET /readyz``.
@@ -55,8 +56,10 @@ def create_app(
     app.state.readiness_checks = {"database": store.ping, **(readiness_checks or {})}
     app.state.metrics = AppMetrics(store)
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
+    app.state.auth_cache = AuthCache(settings.auth_cache_seconds)
     app.state.report_link_key = link_key(settings)
-    app.dependency_overrides[get_settings] = lambda: settings
+    # No dependency_overrides here: while any is set, FastAPI rebuilds every dependency of every request
+    # from its signature (about a fifth of an authenticated read). Routes read settings from app.state.
 
     install_error_handlers(app)
     for router in (jobs.router, report.router, trials.router, catalog.router, health.router):

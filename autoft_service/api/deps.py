@@ -10,11 +10,20 @@ from autoft_service.settings import Settings, get_settings
 from autoft_service.store import JobStore
 
 
-def get_store(request: Request) -> JobStore:
-    """The app's job store (set by ``create_app``)."""
+async def get_store(request: Request) -> JobStore:
+    """The app's job store (set by ``create_app``); async, so FastAPI calls it without a thread hop."""
     store: JobStore = request.app.state.store
     return store
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+async def get_app_settings(request: Request) -> Settings:
+    """The app's settings (set by ``create_app``; :func:`get_settings` for an app built without them).
+
+    Read from the app rather than through ``dependency_overrides``: while any override is set, FastAPI
+    re-inspects every dependency's signature on every request."""
+    settings: Settings | None = getattr(request.app.state, "settings", None)
+    return settings if settings is not None else get_settings()
+
+
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 StoreDep = Annotated[JobStore, Depends(get_store)]

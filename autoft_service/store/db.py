@@ -109,6 +109,7 @@ class Database:
         write_engine = self.engine.execution_options(**{_WRITE: True})
         self._read = sessionmaker(self.engine, expire_on_commit=False)
         self._write = sessionmaker(write_engine, expire_on_commit=False)
+        self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @contextmanager
     def session(self, *, write: bool = False) -> Iterator[Session]:
@@ -118,6 +119,25 @@ class Database:
         try:
             with factory.begin() as s:
                 yield s
+        except DBAPIError as e:
+            if is_unavailable(e):
+                raise BackendUnavailable(f"job store unavailable: {_reason(e)}") from e
+            raise
+        except PoolTimeoutError as e:
+            raise BackendUnavailable("job store unavailable: connection pool exhausted") from e
+
+    @contextmanager
+    def reader(self) -> Iterator[Connection]:
+        """A connection for reads that need no transaction of their own: autocommit on PostgreSQL (each
+        statement its own snapshot, as in a READ COMMITTED transaction, without the BEGIN and COMMIT round
+        trips), one read transaction elsewhere. Outages are re-raised as ``BackendUnavailable``."""
+        try:
+            if self.dialect == "postgresql":
+                with self._autocommit.connect() as conn:
+                    yield conn
+            else:
+                with self.engine.begin() as conn:
+                    yield conn
         except DBAPIError as e:
             if is_unavailable(e):
                 raise BackendUnavailable(f"job store unavailable: {_reason(e)}") from e

@@ -11,7 +11,7 @@ from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from autoft_service.errors import InvalidSpec, JobStateConflict
+from autoft_service.errors import InvalidSpec, JobNotFound, JobStateConflict
 from autoft_service.spec import JobSpec
 from autoft_service.store.base import StoreBase
 from autoft_service.store.db import finite
@@ -20,6 +20,8 @@ from autoft_service.store.records import JobRecord
 from autoft_service.store.transitions import transition
 
 MAX_EXTRA_TRIALS = 10_000
+#: The job columns of a :class:`JobRecord`, in its field order (reads that skip the ORM build it from these).
+_RECORD_COLUMNS = [Job.__table__.c[f] for f in JobRecord.__dataclass_fields__]
 
 
 def check_trial_ceiling(
@@ -111,8 +113,14 @@ class JobOps(StoreBase):
     def get_job(self, tenant: str | None, job_id: str) -> JobRecord:
         """The job ``job_id``; ``tenant=None`` means any tenant (runners), otherwise another tenant's job
         raises ``JobNotFound``."""
-        with self.db.session() as s:
-            return JobRecord.of(self._job(s, tenant, job_id))
+        q = select(*_RECORD_COLUMNS).where(Job.id == job_id)
+        if tenant is not None:
+            q = q.where(Job.tenant == tenant)
+        with self.db.reader() as conn:  # columns, not ORM objects: the API's hottest read
+            row = conn.execute(q).first()
+        if row is None:
+            raise JobNotFound(f"job {job_id!r} not found", field="job_id")
+        return JobRecord(*row)
 
     def list_jobs(
         self, tenant: str | None, state: str | None = None, limit: int = 20, offset: int = 0
@@ -125,16 +133,16 @@ class JobOps(StoreBase):
             conds.append(Job.tenant == tenant)
         if state is not None:
             conds.append(Job.state == state)
-        with self.db.session() as s:
-            total = s.scalar(select(func.count()).select_from(Job).where(*conds)) or 0
-            rows = s.scalars(
-                select(Job)
+        with self.db.reader() as conn:
+            total = conn.scalar(select(func.count()).select_from(Job).where(*conds)) or 0
+            rows = conn.execute(
+                select(*_RECORD_COLUMNS)
                 .where(*conds)
                 .order_by(Job.created_at.desc(), Job.id.desc())
                 .limit(limit)
                 .offset(offset)
             ).all()
-            return [JobRecord.of(r) for r in rows], total
+        return [JobRecord(*r) for r in rows], total
 
     # Claims and leases ------------------------------------------------------------------------------------
     def _claimable(self) -> ColumnElement[bool]:

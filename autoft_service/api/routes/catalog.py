@@ -7,7 +7,7 @@ from functools import lru_cache
 
 from fastapi import APIRouter, Depends
 
-from autoft_service.api.auth import get_tenant
+from autoft_service.api.auth import tenant_dependency
 from autoft_service.api.errors_http import ERROR_RESPONSES
 from autoft_service.api.schemas import (
     Catalog,
@@ -65,7 +65,7 @@ def ft_methods() -> list[FTMethodInfo]:
     return out
 
 
-@router.get("/catalog", response_model=Catalog, dependencies=[Depends(get_tenant)])
+@router.get("/catalog", response_model=Catalog, dependencies=[Depends(tenant_dependency)])
 def get_catalog() -> Catalog:
     """Registered loss terms, tasks (with their parameter schema), metrics and fine-tuning methods."""
     return build_catalog()

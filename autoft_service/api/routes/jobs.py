@@ -6,6 +6,7 @@ import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from starlette.concurrency import run_in_threadpool
 
 from autoft_service.api.auth import Tenant
 from autoft_service.api.deps import SettingsDep, StoreDep
@@ -13,6 +14,7 @@ from autoft_service.api.errors_http import CONFLICT_RESPONSE, ERROR_RESPONSES, I
 from autoft_service.api.schemas import ExtendRequest, JobDetail, JobPage, JobState, JobSummary
 from autoft_service.errors import InvalidSpec, UnknownTask
 from autoft_service.spec import parse_spec
+from autoft_service.store import JobRecord
 
 router = APIRouter(tags=["jobs"], responses=ERROR_RESPONSES)
 
@@ -76,7 +78,7 @@ IdempotencyKey = Annotated[
     },
     openapi_extra=_SPEC_BODY,
 )
-def submit_job(
+async def submit_job(
     tenant: Tenant,
     store: StoreDep,
     settings: SettingsDep,
@@ -90,15 +92,21 @@ def submit_job(
             f"the request body must be a JSON object (a job spec), not {_json_type(body)}", field="body"
         )
     refuse_import_paths(body)
-    spec = parse_spec(body, data_roots=settings.data_root_paths)
-    job, created = store.create_job(tenant, spec, idempotency_key, max_trials=settings.max_trials_per_job)
+
+    def create() -> tuple[JobRecord, bool]:  # spec checks may read the disk, the store blocks
+        spec = parse_spec(body, data_roots=settings.data_root_paths)
+        return store.create_job(tenant, spec, idempotency_key, max_trials=settings.max_trials_per_job)
+
+    job, created = await run_in_threadpool(create)
     if not created:
         response.status_code = status.HTTP_200_OK
     return JobDetail.from_record(job, settings.mlflow_ui_url)
 
 
+# The read routes are async and send only the store call to the thread pool: a sync route would also
+# validate its response there, a second thread hop per request.
 @router.get("/jobs", response_model=JobPage)
-def list_jobs(
+async def list_jobs(
     tenant: Tenant,
     store: StoreDep,
     state: Annotated[JobState | None, Query(description="Only jobs in this state.")] = None,
@@ -106,14 +114,15 @@ def list_jobs(
     offset: Annotated[int, Query(ge=0, le=1_000_000_000, description="Items to skip.")] = 0,
 ) -> JobPage:
     """List this tenant's jobs, newest first."""
-    items, total = store.list_jobs(tenant, state=state, limit=limit, offset=offset)
+    items, total = await run_in_threadpool(store.list_jobs, tenant, state=state, limit=limit, offset=offset)
     return JobPage(items=[JobSummary.from_record(j) for j in items], total=total, limit=limit, offset=offset)
 
 
 @router.get("/jobs/{job_id}", response_model=JobDetail)
-def get_job(job_id: str, tenant: Tenant, store: StoreDep, settings: SettingsDep) -> JobDetail:
+async def get_job(job_id: str, tenant: Tenant, store: StoreDep, settings: SettingsDep) -> JobDetail:
     """A job's state, progress, best-so-far, results table and MLflow links."""
-    return JobDetail.from_record(store.get_job(tenant, job_id), settings.mlflow_ui_url)
+    job = await run_in_threadpool(store.get_job, tenant, job_id)
+    return JobDetail.from_record(job, settings.mlflow_ui_url)
 
 
 @router.post(
