@@ -13,7 +13,7 @@
 #   PIP_EXTRA_INDEX_URL  an extra wheel index (e.g. a CPU or a specific CUDA PyTorch index); pip reads it
 #                        from the environment of every RUN below. Build args show in `docker history`:
 #                        do not put credentials in it.
-#   PIP_INDEX_URL        the main wheel index (default PyPI), e.g. a local mirror
+#   PIP_INDEX_URL        the main wheel index instead of PyPI, e.g. a local mirror (unset: PyPI)
 #   PIP_FIND_LINKS       a page or directory of wheels pip also picks from (e.g. a local CPU torch wheel)
 #   PIP_CERT             a CA bundle pip trusts, for a build whose TLS goes through a proxy's CA: put the
 #                        file in deploy/build-ca/ (git-ignored) and pass PIP_CERT=/tmp/build-ca/<file>.
@@ -22,7 +22,7 @@ ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE}
 
 ARG TORCH_SPEC="torch==2.14.1 torchvision==0.29.1"
-ARG PIP_INDEX_URL=https://pypi.org/simple
+ARG PIP_INDEX_URL
 ARG PIP_EXTRA_INDEX_URL=
 ARG PIP_FIND_LINKS
 ARG PIP_CERT
@@ -44,8 +44,9 @@ RUN pip install $TORCH_SPEC
 # 2. The project's dependencies, from pyproject.toml alone: this layer survives source edits.
 #    ray[default] (same version as the ray the project pins) adds the dashboard agent that serves the node
 #    metrics Prometheus scrapes (--metrics-export-port).
+#    Only pyproject.toml is copied for it, so that README edits do not invalidate it either.
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml ./
 #    Also the model and dataset adapters' extras (timm, open_clip, transformers, pyarrow).
 RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; x = p['optional-dependencies']; print('\n'.join(p['dependencies'] + x['timm'] + x['clip'] + x['hf'] + x['parquet']))" \
         > /tmp/requirements.txt \
@@ -54,6 +55,7 @@ RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['p
     && rm /tmp/requirements.txt
 
 # 3. The project itself (its dependencies are already there).
+COPY README.md ./
 COPY autoft_service ./autoft_service
 COPY workers ./workers
 RUN pip install --no-deps . && rm -rf /src/build
