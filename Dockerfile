@@ -13,6 +13,8 @@
 #   PIP_EXTRA_INDEX_URL  an extra wheel index (e.g. a CPU or a specific CUDA PyTorch index); pip reads it
 #                        from the environment of every RUN below. Build args show in `docker history`:
 #                        do not put credentials in it.
+#   ADAPTER_EXTRAS       the adapters' extras of pyproject.toml to install (default: timm clip hf parquet;
+#                        timm and clip need a torchvision built for the installed torch)
 #   PIP_INDEX_URL        the main wheel index instead of PyPI, e.g. a local mirror (unset: PyPI)
 #   PIP_FIND_LINKS       a page or directory of wheels pip also picks from (e.g. a local CPU torch wheel)
 #   PIP_CERT             a CA bundle pip trusts, for a build whose TLS goes through a proxy's CA: put the
@@ -47,8 +49,9 @@ RUN pip install $TORCH_SPEC
 #    Only pyproject.toml is copied for it, so that README edits do not invalidate it either.
 WORKDIR /src
 COPY pyproject.toml ./
-#    Also the model and dataset adapters' extras (timm, open_clip, transformers, pyarrow).
-RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; x = p['optional-dependencies']; print('\n'.join(p['dependencies'] + x['timm'] + x['clip'] + x['hf'] + x['parquet']))" \
+#    Also the model and dataset adapters' extras (timm, open_clip, transformers, pyarrow): ADAPTER_EXTRAS.
+ARG ADAPTER_EXTRAS="timm clip hf parquet"
+RUN python -c "import os, tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; x = p['optional-dependencies']; print('\n'.join(p['dependencies'] + [r for e in os.environ['ADAPTER_EXTRAS'].split() for r in x[e]]))" \
         > /tmp/requirements.txt \
     && pip install -r /tmp/requirements.txt \
     && pip install "ray[default]==$(python -c 'from importlib.metadata import version; print(version("ray"))')" \

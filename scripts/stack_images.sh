@@ -95,7 +95,17 @@ if [ -d "$store/pypi/simple" ] || [ -d "$store/wheels" ]; then
         if [ -z "$torch_spec" ] && [ -n "$cpu_wheel" ]; then
             version=$(basename "$cpu_wheel" | cut -d- -f2)            # e.g. 2.13.0+cpu
             minor=$(echo "$version" | cut -d. -f2)
-            torch_spec="torch==$version torchvision==0.$((minor + 15)).*"   # torchvision 0.(N+15) is built for torch 2.N
+            vision=$(find "$store" -name "torchvision-0.$((minor + 15)).*+cpu-cp311-*.whl" | sort -V | tail -1)
+            if [ -n "$vision" ]; then   # torchvision 0.(N+15) is built for torch 2.N
+                torch_spec="torch==$version torchvision==$(basename "$vision" | cut -d- -f2)"
+            else
+                # PyPI's torchvision is built against the CUDA torch and fails to import next to a CPU one
+                # ("operator torchvision::nms does not exist"); without a CPU build of it, leave out the two
+                # adapters that need it (timm, open_clip). The stack and the demo task need neither.
+                torch_spec="torch==$version"
+                args+=(--build-arg "ADAPTER_EXTRAS=hf parquet")
+                log "no CPU torchvision for torch $version in $store: the image leaves out the timm and clip extras"
+            fi
         fi
     fi
 fi
