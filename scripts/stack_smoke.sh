@@ -89,7 +89,8 @@ else
     compose_cmd=(docker-compose)
 fi
 compose_file=$root/docker-compose.yml
-if "${compose_cmd[@]}" version 2>/dev/null | grep -q 'version 1\.'; then
+compose_version=$("${compose_cmd[@]}" version 2>/dev/null || true)   # not piped into grep -q: SIGPIPE + pipefail
+if [[ $compose_version == *"version 1."* ]]; then
     compose_file=$work/docker-compose.yml
     sed -e '/^name: /d' -e '/^ *required: false/d' "$root/docker-compose.yml" >"$compose_file"
 fi
@@ -180,21 +181,24 @@ worker_ip=$("$DOCKER" inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddres
 compose exec -T ray-head python - "$worker_ip" <<'PY' | tee "$work/ray.json"
 import json, sys
 import ray
-from ray.util.state import list_actors
+from ray.util.state import list_actors, list_tasks
 worker_ip = sys.argv[1]
 ray.init(address="ray-head:6379", log_to_driver=False, logging_level="ERROR")
 nodes = [n for n in ray.nodes() if n["Alive"]]
 with_cpu = {n["NodeManagerAddress"] for n in nodes if n["Resources"].get("CPU", 0) > 0}
 ip_of = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()}
-# The trials' actors are the ones that asked for CPUs (the Tune controller runs in the runner's driver).
-actors = [
-    a for a in list_actors(detail=True, limit=10000, raise_on_missing_output=False)
-    if (a.required_resources or {}).get("CPU", 0) > 0
-]
-on = sorted({ip_of.get(a.node_id, a.node_id) for a in actors})
-print(json.dumps({"alive_nodes": len(nodes), "nodes_with_cpus": sorted(with_cpu), "trial_actors": len(actors), "trial_actor_nodes": on}))
+def cpus(resources):  # in a placement group (Tune's trials) CPU is named CPU_group_<...>
+    return sum(v for k, v in (resources or {}).items() if k == "CPU" or k.startswith("CPU_group_"))
+units = [(a.class_name, a.node_id) for a in list_actors(detail=True, limit=10000, raise_on_missing_output=False)
+         if cpus(a.required_resources) > 0]
+units += [(t.name, t.node_id) for t in list_tasks(detail=True, limit=10000, raise_on_missing_output=False)
+          if cpus(t.required_resources) > 0 and t.node_id]
+on = sorted({ip_of.get(node, node) for _, node in units})
+print(json.dumps({"alive_nodes": len(nodes), "nodes_with_cpus": sorted(with_cpu), "cpu_actors_and_tasks": len(units),
+                  "names": sorted({name for name, _ in units}), "ran_on": on}))
+assert len(nodes) == 3, "expected 3 Ray nodes: the head, the worker and the runner's"
 assert with_cpu == {worker_ip}, f"CPUs on {with_cpu}, the worker is {worker_ip}"
-assert actors and on == [worker_ip], f"trial actors on {on}, the worker is {worker_ip}"
+assert units and on == [worker_ip], f"CPU work ran on {on}, the worker is {worker_ip}"
 PY
 
 # Prometheus (not published): its targets, read from the API container over the stack's network. Wait for
@@ -223,7 +227,7 @@ log "runner killed (SIGKILL)"
 "$DOCKER" wait "$runner" >/dev/null 2>&1 || true
 compose start runner >/dev/null
 "${checks[@]}" wait-job "$api" "$key" "$job2" 6 "$work/seen.json" | tee "$work/job2.json"
-python3 -c 'import json, sys; j = json.load(open(sys.argv[1])); sys.exit(0 if (j["attempts"] or 0) >= 2 else f"attempts {j[\"attempts\"]}: the kill did not interrupt the job")' "$work/job2.json"
+python3 -c 'import json, sys; j = json.load(open(sys.argv[1])); sys.exit(0 if (j["attempts"] or 0) >= 2 else "attempts %s: the kill did not interrupt the job" % j["attempts"])' "$work/job2.json"
 "${checks[@]}" mlflow "$mlflow" "$work/job2.json" 6 "autoft~smoke~smoke-two" | tee "$work/mlflow2.json"
 phase_done kill
 
@@ -252,7 +256,7 @@ j1, j2 = (json.load(open(f"{w}/job{i}.json")) for i in (1, 2))
 m1, m2 = (json.load(open(f"{w}/{f}.json")) for f in ("mlflow1", "mlflow2"))
 ray = json.load(open(f"{w}/ray.json"))
 print(f"[stack_smoke] job 1: {j1['trials']} trials, MLflow {m1['runs']} runs ({m1['children']} child runs), "
-      f"model {m1['model']} v{m1['versions']}; {ray['trial_actors']} trial actors, all on the Ray worker {ray['trial_actor_nodes']}")
+      f"model {m1['model']} v{m1['versions']}; {ray['cpu_actors_and_tasks']} Ray actors/tasks with CPUs, all on the worker {ray['ran_on']}")
 print(f"[stack_smoke] job 2 (runner killed): {j2['attempts']} attempts, {j2['trials']} trials, {j2['interrupted']} "
       f"interrupted and replaced, {j2['lost']} lost, {j2['duplicated']} duplicated, {j2['rerun']} rerun; "
       f"MLflow {m2['runs']} runs ({m2['children']} child runs)")
