@@ -128,6 +128,9 @@ teardown() {
     if [ "$rc" != 0 ]; then
         log "FAILED (rc $rc); the last lines of each service:"
         compose logs --no-color --tail 30 >&2 2>/dev/null || true
+        for id in $(compose ps -q 2>/dev/null); do   # the healthchecks' last results
+            "$DOCKER" inspect -f '{{.Name}} {{if .State.Health}}{{.State.Health.Status}} {{range .State.Health.Log}}[{{.ExitCode}} {{.Output}}] {{end}}{{end}}' "$id" >&2 || true
+        done
         if [ -n "${STACK_KEEP:-}" ]; then
             log "STACK_KEEP: left up; remove with: ${compose_cmd[*]} -p $project down -v"
             return
