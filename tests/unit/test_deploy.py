@@ -1,4 +1,4 @@
-"""Static checks of the deployment files: docker-compose.yml, its override, the Dockerfile, Prometheus,
+"""Static checks of the deployment files: docker-compose.yml, its overrides, the Dockerfile, Prometheus,
 Grafana provisioning and dashboards/*.json. Nothing here builds an image or starts a container.
 
 The compose files are read the way Compose reads them: YAML (anchors and merge keys), then variable
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,9 @@ from autoft_service.store import JobStore
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 EXTERNAL_RAY_OVERRIDE = ROOT / "deploy" / "compose.external-ray.yml"
+LOCAL_OVERRIDE = ROOT / "deploy" / "compose.local.yml"
+STACK_IMAGES = ROOT / "scripts" / "stack_images.sh"
+STACK_SMOKE = ROOT / "scripts" / "stack_smoke.sh"
 ENV_EXAMPLE = ROOT / ".env.example"
 POSTGRES_INIT_DIR = ROOT / "deploy" / "postgres"
 PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
@@ -302,8 +306,12 @@ def test_external_ray_override(tmp_path: Path) -> None:
 def test_dockerfile_installs_torch_first_and_runs_as_a_user() -> None:
     lines = [ln.strip() for ln in (ROOT / "Dockerfile").read_text().splitlines()]
     code = [ln for ln in lines if ln and not ln.startswith("#")]
-    assert code[0] == "FROM python:3.11-slim"
+    # The base is a build arg (scripts/stack_images.sh builds one without a registry); registry users get
+    # python:3.11-slim as before.
+    assert code[:2] == ["ARG BASE_IMAGE=python:3.11-slim", "FROM ${BASE_IMAGE}"]
     assert 'ARG TORCH_SPEC="torch==2.14.1 torchvision==0.29.1"' in code and "ARG PIP_EXTRA_INDEX_URL=" in code
+    # No default for the local index, find-links or CA: unset, pip uses PyPI and its own CA store.
+    assert {"ARG PIP_INDEX_URL", "ARG PIP_FIND_LINKS", "ARG PIP_CERT"} <= set(code)
     torch_at = code.index("RUN pip install $TORCH_SPEC")
     project_at = next(i for i, ln in enumerate(code) if "pip install --no-deps ." in ln)
     deps_at = next(i for i, ln in enumerate(code) if "pip install -r /tmp/requirements.txt" in ln)
@@ -314,6 +322,45 @@ def test_dockerfile_installs_torch_first_and_runs_as_a_user() -> None:
     # The build context is a whitelist: .env (secrets), .venv and .git never reach the builder.
     ignored = [ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines()]
     assert "*" in ignored and not any(p.startswith(("!.env", "!.venv", "!.git")) for p in ignored)
+    # The build-time CA folder reaches the builder, but git holds no certificate in it.
+    assert "!deploy/build-ca" in ignored and "COPY deploy/build-ca/ /tmp/build-ca/" in code
+    tracked = subprocess.run(
+        ["git", "ls-files", "deploy/build-ca"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert tracked and all(Path(f).suffix not in (".crt", ".pem") for f in tracked)
+
+
+# Local images (no registry): deploy/compose.local.yml and scripts/stack_images.sh ------------------------------
+def test_local_override_swaps_in_the_debian_built_images_and_leaves_grafana_out(env: dict[str, str | None]) -> None:
+    merged = load_compose(env, COMPOSE_FILE, LOCAL_OVERRIDE)
+    PyCompose.from_json(json.dumps(merged)).validate()
+    s = merged["services"]
+    built = re.search(r"for spec in ([^;]+);", STACK_IMAGES.read_text())
+    assert built, "scripts/stack_images.sh no longer lists the images it builds"
+    tags = {f"autoft-local/{spec}" for spec in built.group(1).split()}
+    assert {s["postgres"]["image"], s["prometheus"]["image"]} <= tags
+    assert "autoft-local/python:3.11" in tags
+    assert set(active(merged, "cpu")) == PROFILE_SERVICES["cpu"] - {"grafana"}
+    assert s["grafana"]["profiles"] == ["grafana"]
+    for name in set(s) - {"postgres", "prometheus", "grafana"}:  # nothing else changes
+        assert s[name] == load_compose(env, COMPOSE_FILE)["services"][name], name
+    for name in ("postgres", "prometheus"):
+        assert (ROOT / "deploy" / "local" / f"{name}.Dockerfile").is_file()
+
+
+def test_compose_1_29_copy_drops_only_the_keys_it_rejects(env: dict[str, str | None], tmp_path: Path) -> None:
+    """scripts/stack_smoke.sh runs Debian's Compose 1.29 from a copy without `name` and `depends_on.required`."""
+    sed = re.search(r"sed (-e '[^']+' -e '[^']+')", STACK_SMOKE.read_text())
+    assert sed, "scripts/stack_smoke.sh no longer makes the Compose 1.29 copy"
+    copy = tmp_path / "docker-compose.yml"
+    copy.write_text(subprocess.run(
+        f"sed {sed.group(1)} {COMPOSE_FILE}", shell=True, capture_output=True, text=True, check=True
+    ).stdout)  # fmt: skip
+    original, copied = load_compose(env, COMPOSE_FILE), load_compose(env, copy)
+    assert "name" in original and "name" not in copied
+    del original["name"]
+    del original["services"]["runner"]["depends_on"]["ray-head"]["required"]
+    assert copied == original
 
 
 # Prometheus and Grafana ---------------------------------------------------------------------------------------
