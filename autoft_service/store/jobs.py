@@ -268,7 +268,8 @@ class JobOps(StoreBase):
                 if new in ("succeeded", "failed", "cancelled"):
                     row.finished_at = now
                     row.owner, row.lease_expires_at = None, None
-                    self._end_running_trials(s, job_id, now)
+                    # a finished job has no running trial: any the engine did not close ends here
+                    self._interrupt_running_trials(s, job_id, error="the job ended while the trial ran")
                 elif new == "queued":  # back in the queue: a fresh run of the same job
                     row.finished_at, row.error = None, None
                     row.cancel_requested = False
@@ -280,17 +281,22 @@ class JobOps(StoreBase):
             s.refresh(row)  # what was stored (JSON normalised), not what was assigned
             return JobRecord.of(row)
 
-    def _end_running_trials(self, s: Session, job_id: str, now: Any) -> None:
-        """A finished job has no running trial: any the engine did not close end as ``interrupted``."""
+    def _interrupt_running_trials(self, s: Session, job_id: str, *, error: str | None = None) -> int:
+        """Mark the job's ``running`` trials ``interrupted`` (with ``error``, if given), record an event;
+        return how many."""
+        values: dict[str, Any] = {"state": "interrupted", "finished_at": self.now()}
+        if error is not None:
+            values["error"] = error
         res = s.execute(
             update(Trial)
             .where(Trial.job_id == job_id, Trial.state == "running")
-            .values(state="interrupted", finished_at=now, error="the job ended while the trial ran")
+            .values(**values)
             .execution_options(synchronize_session=False)
         )
         n = int(res.rowcount or 0)  # type: ignore[attr-defined]
         if n:
             self._event(s, job_id, "trials_interrupted", f"{n} trial(s) interrupted", {"count": n})
+        return n
 
     def mark_running(self, job_id: str, runner_id: str | None = None) -> JobRecord:
         """The runner starts (or resumes) the job; idempotent for a running job."""

@@ -103,16 +103,7 @@ class TrialOps(JobOps):
     def prepare_resume(self, job_id: str) -> int:
         """Mark trials left ``running`` by a dead owner as ``interrupted``; return how many."""
         with self.db.session(write=True) as s:
-            res = s.execute(
-                update(Trial)
-                .where(Trial.job_id == job_id, Trial.state == "running")
-                .values(state="interrupted", finished_at=self.now())
-                .execution_options(synchronize_session=False)
-            )
-            n = int(res.rowcount or 0)  # type: ignore[attr-defined]
-            if n:
-                self._event(s, job_id, "trials_interrupted", f"{n} trial(s) interrupted", {"count": n})
-            return n
+            return self._interrupt_running_trials(s, job_id)
 
     def all_trials(self, tenant: str | None, job_id: str, page_size: int = 500) -> list[TrialRecord]:
         """Every trial of a job by number, read page by page."""
