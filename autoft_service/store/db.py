@@ -116,34 +116,21 @@ class Database:
         """A transaction: committed on success, rolled back on any error; database outages are re-raised
         as ``BackendUnavailable``."""
         factory = self._write if write else self._read
-        try:
-            with factory.begin() as s:
-                yield s
-        except DBAPIError as e:
-            if is_unavailable(e):
-                raise BackendUnavailable(f"job store unavailable: {_reason(e)}") from e
-            raise
-        except PoolTimeoutError as e:
-            raise BackendUnavailable("job store unavailable: connection pool exhausted") from e
+        with _outages_unavailable(), factory.begin() as s:
+            yield s
 
     @contextmanager
     def reader(self) -> Iterator[Connection]:
         """A connection for reads that need no transaction of their own: autocommit on PostgreSQL (each
         statement its own snapshot, as in a READ COMMITTED transaction, without the BEGIN and COMMIT round
         trips), one read transaction elsewhere. Outages are re-raised as ``BackendUnavailable``."""
-        try:
+        with _outages_unavailable():
             if self.dialect == "postgresql":
                 with self._autocommit.connect() as conn:
                     yield conn
             else:
                 with self.engine.begin() as conn:
                     yield conn
-        except DBAPIError as e:
-            if is_unavailable(e):
-                raise BackendUnavailable(f"job store unavailable: {_reason(e)}") from e
-            raise
-        except PoolTimeoutError as e:
-            raise BackendUnavailable("job store unavailable: connection pool exhausted") from e
 
     def ping(self) -> None:
         """Run ``SELECT 1``; raise ``BackendUnavailable`` if the database does not answer."""
@@ -201,3 +188,16 @@ def current_revision(engine: Engine) -> str | None:
     with engine.connect() as conn:
         ctx = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
         return ctx.get_current_revision()
+
+
+@contextmanager
+def _outages_unavailable() -> Iterator[None]:
+    """Re-raise a database outage (or an exhausted pool) inside the block as ``BackendUnavailable``."""
+    try:
+        yield
+    except DBAPIError as e:
+        if is_unavailable(e):
+            raise BackendUnavailable(f"job store unavailable: {_reason(e)}") from e
+        raise
+    except PoolTimeoutError as e:
+        raise BackendUnavailable("job store unavailable: connection pool exhausted") from e
