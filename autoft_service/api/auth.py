@@ -21,6 +21,8 @@ from starlette.concurrency import run_in_threadpool
 from autoft_service.api.deps import SettingsDep, StoreDep
 from autoft_service.api.ratelimit import RateLimiter
 from autoft_service.errors import Unauthorized
+from autoft_service.settings import Settings
+from autoft_service.store import JobStore
 
 #: Every request is this tenant when authentication is disabled (development only).
 DEFAULT_TENANT = "default"
@@ -76,16 +78,8 @@ def get_tenant(
 ) -> str:
     """The tenant of the request's API key; ``Unauthorized`` without a valid key, ``RateLimited`` when the
     key is over its request rate. (Blocking on a cache miss: for sync code; routes depend on ``Tenant``.)"""
-    if settings.auth_disabled and settings.environment == "development":
-        rate_limit(request, f"tenant:{DEFAULT_TENANT}")
-        return DEFAULT_TENANT
-    key = _key_of(bearer, api_key)
-    digest = hashlib.sha256(key.encode()).hexdigest()
-    tenant = _cached(request, digest)
-    if tenant is None:
-        tenant = _remember(request, digest, store.authenticate(key))
-    rate_limit(request, "key:" + digest)
-    return tenant
+    tenant, key = _tenant_without_store(request, settings, bearer, api_key)
+    return tenant if tenant is not None else _authenticate(request, store, key)
 
 
 async def tenant_dependency(
@@ -97,16 +91,39 @@ async def tenant_dependency(
 ) -> str:
     """:func:`get_tenant` as an async dependency: a cached key costs no thread hop; a key not in the cache
     is checked against the store in the thread pool."""
+    tenant, key = _tenant_without_store(request, settings, bearer, api_key)
+    return tenant if tenant is not None else await run_in_threadpool(_authenticate, request, store, key)
+
+
+def _tenant_without_store(
+    request: Request,
+    settings: Settings,
+    bearer: HTTPAuthorizationCredentials | None,
+    api_key: str | None,
+) -> tuple[str | None, str]:
+    """The tenant when no store lookup is needed (development without auth, or a cached key), rate
+    limited; else ``None``. Also the request's key (``Unauthorized`` when it has none)."""
     if settings.auth_disabled and settings.environment == "development":
         rate_limit(request, f"tenant:{DEFAULT_TENANT}")
-        return DEFAULT_TENANT
+        return DEFAULT_TENANT, ""
     key = _key_of(bearer, api_key)
-    digest = hashlib.sha256(key.encode()).hexdigest()
+    digest = _digest(key)
     tenant = _cached(request, digest)
-    if tenant is None:
-        tenant = _remember(request, digest, await run_in_threadpool(store.authenticate, key))
+    if tenant is not None:
+        rate_limit(request, "key:" + digest)
+    return tenant, key
+
+
+def _authenticate(request: Request, store: JobStore, key: str) -> str:
+    """Check ``key`` against the store (``Unauthorized`` if invalid), cache its tenant, rate limit it."""
+    digest = _digest(key)
+    tenant = _remember(request, digest, store.authenticate(key))
     rate_limit(request, "key:" + digest)
     return tenant
+
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
 
 
 def _key_of(bearer: HTTPAuthorizationCredentials | None, api_key: str | None) -> str:
