@@ -116,8 +116,10 @@ def _class_dirs(root: Path) -> list[Path]:
     )
 
 
-def _walk_images(top: Path, roots: Sequence[Path], field: str) -> Iterator[Path]:
-    """Image files under ``top`` in sorted order, symlinks followed (once each) and confined."""
+def _walk_dirs(top: Path) -> Iterator[list[os.DirEntry[str]]]:
+    """The non-hidden entries of ``top`` and of every folder below it, one list per folder, depth first in
+    name order; symlinked folders are followed, each real folder once. A folder's subfolders are entered
+    only after the caller is done with its entries (so a link can be checked before it is followed)."""
     seen: set[str] = set()
     stack = [top]
     while stack:
@@ -126,14 +128,18 @@ def _walk_images(top: Path, roots: Sequence[Path], field: str) -> Iterator[Path]
         if real in seen:
             continue
         seen.add(real)
-        entries = sorted((e for e in os.scandir(d) if not e.name.startswith(".")), key=lambda e: e.name)
-        subdirs = []
+        with os.scandir(d) as it:
+            entries = sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
+        yield entries
+        stack.extend(Path(e.path) for e in reversed(entries) if e.is_dir())
+
+
+def _walk_images(top: Path, roots: Sequence[Path], field: str) -> Iterator[Path]:
+    """Image files under ``top`` in sorted order, symlinks followed (once each) and confined."""
+    for entries in _walk_dirs(top):
         for e in entries:
-            if e.is_dir():
-                subdirs.append(Path(e.path))
-            elif e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS:
+            if e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS:
                 yield confine(e.path, roots, field=field, kind="image")
-        stack.extend(reversed(subdirs))
 
 
 def _list_folder(
@@ -376,22 +382,10 @@ def check_source(src: DataSource, roots: Sequence[Path], *, field: str) -> None:
 
 def _confine_links(top: Path, roots: Sequence[Path], field: str) -> None:
     """Every non-hidden symlink under ``top`` resolves inside ``roots``; symlinked folders are walked too."""
-    seen: set[str] = set()
-    stack = [top]
-    while stack:
-        d = stack.pop()
-        real = os.path.realpath(d)
-        if real in seen:
-            continue
-        seen.add(real)
-        with os.scandir(d) as entries:
-            for e in entries:
-                if e.name.startswith("."):
-                    continue
-                if e.is_symlink():  # checked before its target is looked at
-                    confine(e.path, roots, field=field, must_exist=False, kind="symlink")
-                if e.is_dir():
-                    stack.append(Path(e.path))
+    for entries in _walk_dirs(top):
+        for e in entries:
+            if e.is_symlink():  # checked before its target is looked at (the walk follows it only later)
+                confine(e.path, roots, field=field, must_exist=False, kind="symlink")
 
 
 def _by_class(labels: Sequence[int]) -> dict[int, list[int]]:
