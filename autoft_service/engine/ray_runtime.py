@@ -23,7 +23,7 @@ def ensure_ray(settings: Settings) -> None:
         if settings.ray_address:
             ray.init(address=settings.ray_address, logging_level=logging.WARNING, log_to_driver=False)
         else:
-            _private_runtime_token()
+            _warn_if_auth_disabled()
             ray.init(
                 address="local",  # always a private runtime, never a cluster that happens to run here
                 num_cpus=settings.ray_num_cpus,
@@ -36,7 +36,7 @@ def ensure_ray(settings: Settings) -> None:
         raise BackendUnavailable(f"cannot start or reach Ray ({settings.ray_address or 'local'}): {e}") from e
 
 
-def _private_runtime_token() -> None:
+def _warn_if_auth_disabled() -> None:
     """Keep Ray's token authentication for the local runtime (this service used to turn it off).
 
     Ray's gRPC servers (GCS, raylet, workers) listen on every interface whatever address the node
