@@ -24,9 +24,12 @@ from pydantic import (
 )
 
 from autoft_service.errors import InvalidSpec, invalid_spec_from
+from autoft_service.search.selection import SelectionRule
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 PositiveFloat = Annotated[float, Field(gt=0)]
+#: How several named OOD val sets make one objective (the workers' ``workers.tasks.base.OodAggregate``).
+OodAggregate = Literal["mean", "worst"]
 
 
 class _Strict(BaseModel):
@@ -51,6 +54,11 @@ class ObjectiveSpec(_Strict):
     id_val_objective: bool = Field(
         default=False,
         description="Multi-objective: also optimise id_val/<metric>; the Pareto front is logged and returned.",
+    )
+    ood_val_aggregate: OodAggregate = Field(
+        default="mean",
+        description="When the task has several named OOD val sets: the objective is their 'mean' or "
+        "'worst' score (every set is reported as ood_val/<set>/<metric>).",
     )
     max_id_val_drop: float | None = Field(
         default=None,
@@ -107,10 +115,20 @@ class Range(_Strict):
 
 
 class LRSpec(_Strict):
-    """Learning rate: log-uniform in [base*relative_range[0], base*relative_range[1]], or fixed."""
+    """Learning rate: log-uniform in [base*relative_range[0], base*relative_range[1]], or fixed.
 
-    base: PositiveFloat = 3e-3
-    relative_range: tuple[PositiveFloat, PositiveFloat] | None = (0.01, 100.0)
+    ``base`` is the highest LR at which plain fine-tuning of the model is stable (for AdamW on a pretrained
+    backbone typically 1e-5 to 3e-3; the baselines' LR grid is relative to it). The default range searches
+    two decades *below* it: objectives with strong regularisers need smaller steps, and trials above the
+    stable LR only destroy the pretrained features and waste budget."""
+
+    base: PositiveFloat = Field(
+        default=3e-3, description="The highest stable plain fine-tuning LR; ranges and grids are relative to it."
+    )
+    relative_range: tuple[PositiveFloat, PositiveFloat] | None = Field(
+        default=(0.01, 1.0),
+        description="Searched LR range as multiples of base (log-uniform); null: the LR is fixed at base.",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> LRSpec:
@@ -266,11 +284,31 @@ class FinalSpec(_Strict):
         description="Methods to compare on the same budget: names, or {name, params, label}.",
     )
     baseline_weight_decay: float = Field(default=0.1, ge=0, description="AdamW decay of ft / lp_ft.")
+    baseline_lr_grid: list[PositiveFloat] = Field(
+        default_factory=lambda: [0.1, 0.3, 1.0],
+        min_length=1,
+        max_length=10,
+        description="LRs (multiples of search.lr.base) each trained baseline tries; the row keeps the one "
+        "best on ID val (the baselines never see OOD data). lp is a closed-form probe and needs none.",
+    )
+    selection: SelectionRule = Field(
+        default="one_se",
+        description="Choosing the final objective among trials: 'one_se' takes, among trials within one "
+        "binomial standard error of the best OOD-val score, the one closest to the pretrained weights; "
+        "'best' the raw best.",
+    )
     wise_ft_alphas: list[Annotated[float, Field(ge=0, le=1)]] = Field(
-        default_factory=list,
+        default_factory=lambda: [round(0.1 * i, 1) for i in range(11)],
         max_length=101,
-        description="WiSE-FT on the AutoFT model: sweep θ(α) = (1−α)θ0 + αθ, pick α on OOD val "
-        "(adds the row 'autoft_wise_ft'); empty: off.",
+        description="WiSE-FT between the starting model (α = 0) and the AutoFT model (α = 1): θ(α) = "
+        "(1−α)θ0 + αθ, α picked on OOD val (the row 'autoft_wise_ft'); empty: off.",
+    )
+    soup_top_k: StrictInt = Field(
+        default=3,
+        ge=0,
+        le=10,
+        description="Greedy soup: retrain the top-k trial objectives and average their weights greedily in "
+        "order of OOD val while it does not drop (the row 'autoft_soup'); 0 or 1: off.",
     )
     register_model: bool = True
 

@@ -15,11 +15,12 @@ from workers.accel import Accel
 from workers.autoft import RunBudget, run_objective
 from workers.ft_methods import create_method, train_with_method, wise_ft_sweep
 from workers.ft_methods.base import HeadInit
+from workers.ft_methods.train import distance_from
 from workers.model import Classifier
 from workers.prepared import PreparedTask, WorkerContext, build_model, prepared_task
 from workers.trainable import TrialContext
-from workers.training import add_mean_ood, evaluate
-from workers.trial_config import TrialConfig
+from workers.training import evaluate_task
+from workers.trial_config import DISTANCE_KEY, TrialConfig
 
 
 class FinalContext(WorkerContext):
@@ -42,63 +43,155 @@ def run_method(
     *,
     name: str | None = None,
     params: dict[str, Any] | None = None,
+    lr: float | None = None,
+    wise_ft: bool = True,
 ) -> dict[str, Any]:
-    """Train one results row: ``autoft`` (the searched objective) or a registered fine-tuning method.
+    """Train one results row: an AutoFT objective (``objective`` given, e.g. the row ``autoft``) or a
+    registered fine-tuning method at ``lr`` (default ``ctx.base_lr``).
 
-    Return ``{"method": row, "metrics", "info", "state_dict"}`` (state dict on CPU, info JSON-safe).
+    ``lp`` without params is the starting model itself: the pretrained backbone with the task's starting
+    head (a cross-validated logistic-regression probe, or the task's own head such as CLIP's zero-shot one),
+    no gradient steps. With ``wise_ft`` and ``ctx.wise_ft_alphas`` an AutoFT row also yields the row
+    ``<row>_wise_ft``. Return ``{"method": row, "metrics", "info", "state_dict", "extra"}`` (state dict on
+    CPU, info JSON-safe, ``extra`` the further rows).
     """
     accel, prepared = ctx.start()
     device = accel.device
-    info: dict[str, Any] = {}
     extra: list[dict[str, Any]] = []
-    if row == "autoft":
+    method_name = name or row
+    if objective is not None or row == "autoft":
         if objective is None:
             raise ValueError("autoft needs the searched objective")
+        config = TrialConfig.from_flat(objective)
         result = run_objective(
-            prepared, TrialConfig.from_flat(objective), RunBudget(ctx.steps, ctx.batch_size, ctx.metrics),
-            accel=accel,
-        )  # fmt: skip
+            prepared, config, RunBudget(ctx.steps, ctx.batch_size, ctx.metrics), accel=accel
+        )
         model, metrics = result.model, result.metrics
-        if ctx.wise_ft_alphas:
-            extra.append(_wise_ft_row(prepared, model, ctx, accel))
+        info: dict[str, Any] = {"optim/lr": config.lr, **prepared.head_info}
+        if wise_ft and ctx.wise_ft_alphas:
+            extra.append(_wise_ft_row(prepared, model, ctx, accel, f"{row}_wise_ft"))
     else:
         method_params = dict(params or {})
-        if (name or row) == "lp":
-            method_params.setdefault("head_init", "lp")  # start from the task's full-batch probe head
-        method = create_method(name or row, method_params)
+        start_model = method_name == "lp" and not method_params
+        if method_name == "lp":
+            method_params.setdefault("head_init", "lp")  # start from the task's starting head
+        method = create_method(method_name, method_params)
         result = train_with_method(
-            method, prepared, steps=ctx.steps, batch_size=ctx.batch_size, lr=ctx.base_lr,
-            weight_decay=ctx.baseline_weight_decay, seed=ctx.seed, device=device, metrics=ctx.metrics,
-            accel=accel,
+            method, prepared, steps=0 if start_model else ctx.steps, batch_size=ctx.batch_size,
+            lr=lr or ctx.base_lr, weight_decay=ctx.baseline_weight_decay, seed=ctx.seed, device=device,
+            metrics=ctx.metrics, accel=accel,
         )  # fmt: skip
         model, metrics = result.model, result.metrics
         info = _json_safe(result.info)
+        if start_model:
+            info.update(prepared.head_info)
+        else:
+            info["optim/lr"] = float(lr or ctx.base_lr)
+    distance = metrics.get(DISTANCE_KEY)
     metrics = {k: v for k, v in metrics.items() if not k.startswith("train/")}
+    if distance is not None:
+        info[DISTANCE_KEY] = float(distance)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     return {"method": row, "metrics": metrics, "info": info, "state_dict": state, "extra": extra}
 
 
 def _wise_ft_row(
-    prepared: PreparedTask, model: Classifier, ctx: FinalContext, accel: Accel
+    prepared: PreparedTask, model: Classifier, ctx: FinalContext, accel: Accel, row: str
 ) -> dict[str, Any]:
-    """WiSE-FT on the AutoFT model: interpolate from its starting point (pretrained backbone + LP head),
-    choose α on OOD val, evaluate the chosen model on every split."""
+    """WiSE-FT on an AutoFT model: interpolate from its starting point (pretrained backbone + starting
+    head, α = 0), choose α on OOD val, evaluate the chosen model on every split. Since α = 0 is on the grid,
+    the chosen model is never below the starting model on the selection metric."""
     data, device = prepared.data, accel.device
     theta0 = build_model(prepared, "lp", 0, device, accel=accel).state_dict()
     split, _, name = ctx.select_metric.partition("/")
 
     def score(m: torch.nn.Module) -> dict[str, float]:
-        return evaluate(m, {split: data.splits()[split]}, (name,), data.num_classes, device, accel=accel)
+        return evaluate_task(m, data, [split], (name,), device, accel=accel)
 
     sweep = wise_ft_sweep(model, theta0, model.state_dict(), ctx.wise_ft_alphas, score, ctx.select_metric)
     wise = build_model(prepared, "lp", 0, device, accel=accel)
     wise.load_state_dict(sweep.state)
-    metrics = add_mean_ood(
-        evaluate(wise, data.splits(), ctx.metrics, data.num_classes, device, accel=accel), ctx.metrics
-    )
-    info = {"wise_ft/alpha": sweep.alpha, "wise_ft/curve": sweep.curve}
+    metrics = evaluate_task(wise, data, None, ctx.metrics, device, accel=accel)
+    info = {
+        "wise_ft/alpha": sweep.alpha,
+        "wise_ft/curve": sweep.curve,
+        DISTANCE_KEY: distance_to_start(wise, theta0),
+    }
     state = {k: v.detach().cpu() for k, v in wise.state_dict().items()}
-    return {"method": "autoft_wise_ft", "metrics": metrics, "info": info, "state_dict": state, "extra": []}
+    return {"method": row, "metrics": metrics, "info": info, "state_dict": state, "extra": []}
+
+
+def start_metrics(ctx: FinalContext) -> dict[str, Any]:
+    """The starting model (pretrained backbone + starting head) on every split, how its head was chosen,
+    and the size of OOD val behind one ``ood_val`` score (the binomial standard error's ``n``: the pooled
+    size for the mean over sets, the smallest set for the worst)."""
+    accel, prepared = ctx.start()
+    data = prepared.data
+    model = build_model(prepared, "lp", 0, accel.device, accel=accel)
+    metrics = evaluate_task(model, data, None, ctx.metrics, accel.device, accel=accel)
+    sizes = [len(s) for s in data.ood_val_sets.values()] or [len(data.ood_val)]
+    n = min(sizes) if data.ood_val_aggregate == "worst" else sum(sizes)
+    return {"metrics": metrics, "ood_val_size": n, "head": dict(prepared.head_info)}
+
+
+def distance_to_start(model: torch.nn.Module, start: dict[str, torch.Tensor]) -> float:
+    """``||θ - θ0||`` over the parameters (not buffers) of ``model``."""
+    params = {n for n, _ in model.named_parameters()}
+    return distance_from(model, {k: v for k, v in start.items() if k in params})
+
+
+def average_states(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The uniform average of state dicts (floating tensors; others, e.g. BatchNorm counters, from the
+    first)."""
+    out: dict[str, torch.Tensor] = {}
+    for k, v in states[0].items():
+        if torch.is_floating_point(v):
+            out[k] = torch.stack([s[k].float() for s in states]).mean(0).to(v.dtype)
+        else:
+            out[k] = v.clone()
+    return out
+
+
+def soup_row(
+    ctx: FinalContext, ingredients: list[dict[str, Any]], row: str = "autoft_soup"
+) -> dict[str, Any]:
+    """A greedy soup (Wortsman et al. 2022): rank the ingredients (final-stage rows of the top trial
+    objectives) by the selection metric; starting from the best, add each next one to the weight average
+    while the average's selection metric does not drop. The soup is never below its first ingredient."""
+    if not ingredients:
+        raise ValueError("a soup needs at least one ingredient")
+    accel, prepared = ctx.start()
+    data, device = prepared.data, accel.device
+    split, _, name = ctx.select_metric.partition("/")
+    model = build_model(prepared, "lp", 0, device, accel=accel)
+
+    def score(state: dict[str, torch.Tensor]) -> float:
+        model.load_state_dict(state)
+        return evaluate_task(model, data, [split], (name,), device, accel=accel)[ctx.select_metric]
+
+    ranked = sorted(ingredients, key=lambda o: -o["metrics"][ctx.select_metric])
+    chosen = [ranked[0]]
+    best = score(ranked[0]["state_dict"])
+    curve = [{"added": ranked[0]["method"], ctx.select_metric: best, "kept": True}]
+    for cand in ranked[1:]:
+        value = score(average_states([o["state_dict"] for o in [*chosen, cand]]))
+        kept = value >= best
+        curve.append({"added": cand["method"], ctx.select_metric: value, "kept": kept})
+        if kept:
+            chosen.append(cand)
+            best = value
+    state = average_states([o["state_dict"] for o in chosen])
+    model.load_state_dict(state)
+    theta0 = build_model(prepared, "lp", 0, device, accel=accel).state_dict()
+    metrics = evaluate_task(model, data, None, ctx.metrics, device, accel=accel)
+    info = {
+        "soup/size": float(len(chosen)),
+        "soup/ingredients": [o["method"] for o in chosen],
+        "soup/curve": curve,
+        DISTANCE_KEY: distance_to_start(model, theta0),
+    }
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return {"method": row, "metrics": metrics, "info": info, "state_dict": state, "extra": []}
 
 
 def _json_safe(obj: Any) -> Any:

@@ -10,7 +10,7 @@ import copy
 import hashlib
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict
 from workers.accel import Accel, Precision
 from workers.disk_cache import cached_tensor
 from workers.model import Classifier
-from workers.tasks.base import Task, TaskData
+from workers.tasks.base import OodAggregate, Task, TaskData
 from workers.tasks.base import resolve_task as _resolve_task
 from workers.training import extract_features, fresh_head, linear_probe
 
@@ -38,6 +38,8 @@ class WorkerContext(BaseModel):
     use_gpu: bool = False
     cpu_threads: int = 1
     precision: Precision = "auto"
+    #: How the task's named OOD val sets (if any) make the ``ood_val/<metric>`` score.
+    ood_val_aggregate: OodAggregate = "mean"
 
     def accel(self) -> Accel:
         return Accel.for_run(device_for(self.use_gpu), self.precision, self.cpu_threads)
@@ -48,13 +50,17 @@ class WorkerContext(BaseModel):
         torch.set_num_threads(max(1, self.cpu_threads))
         accel = self.accel()
         return accel, prepared_task(
-            self.task_name, self.task_params, self.cache_dir, accel.device, data_roots=self.data_roots
-        )
+            self.task_name, self.task_params, self.cache_dir, accel.device, data_roots=self.data_roots,
+            ood_val_aggregate=self.ood_val_aggregate,
+        )  # fmt: skip
 
 
 @dataclass
 class PreparedTask:
-    """A task loaded once per worker process: data, pretrained weights and the LP head.
+    """A task loaded once per worker process: data, pretrained weights and the starting head.
+
+    The starting head is the task's own (``TaskData.init_head``, e.g. CLIP's zero-shot head) or a
+    cross-validated logistic-regression probe on frozen ID-train features (:func:`linear_probe`).
 
     ``resident`` holds, per device, the one model this worker trains search trials in: it is reset in place
     to the pretrained weights at the start of every trial (:func:`build_model` with ``reuse=True``), so a
@@ -62,10 +68,12 @@ class PreparedTask:
 
     data: TaskData
     lp_head: torch.nn.Linear
+    #: How the starting head was chosen (``lp/C`` …); empty when the task supplied its own head.
+    head_info: dict[str, float] = field(default_factory=dict)
     resident: dict[str, Classifier] = field(default_factory=dict)
 
 
-_cache: dict[tuple[str, tuple[str, ...]], PreparedTask] = {}
+_cache: dict[tuple[str, tuple[str, ...], str], PreparedTask] = {}
 _cache_lock = threading.Lock()
 
 
@@ -76,29 +84,39 @@ def prepared_task(
     device: torch.device | None = None,
     *,
     data_roots: Sequence[str | Path] = (),
+    ood_val_aggregate: OodAggregate = "mean",
 ) -> PreparedTask:
     """Load (once per process) the task's data, backbone and linear-probe head; later calls are free.
 
     The frozen ID-train features the LP head is fitted on are cached on disk (keyed by the task and a
     fingerprint of the pretrained weights), so only the first worker on a machine runs the backbone over
     the training set; ``device`` is where that extraction runs (fp32). ``data_roots`` are the folders the
-    task may read user files from."""
+    task may read user files from; ``ood_val_aggregate`` how named OOD val sets are scored (the data and head
+    are shared between aggregates)."""
     roots = tuple(str(r) for r in data_roots)
     key = repr((task_name, sorted(task_params.items()), str(cache_dir)))  # also names the on-disk features
     with _cache_lock:
-        if (key, roots) not in _cache:
+        if (key, roots, ood_val_aggregate) in _cache:
+            return _cache[key, roots, ood_val_aggregate]
+        base = next((p for (k, r, _), p in _cache.items() if (k, r) == (key, roots)), None)
+        if base is not None:
+            data = replace(base.data, ood_val_aggregate=ood_val_aggregate)
+            _cache[key, roots, ood_val_aggregate] = PreparedTask(data, base.lp_head, base.head_info)
+        else:
             task: Task = _resolve_task(task_name).create(dict(task_params), Path(cache_dir), data_roots=roots)
-            data = task.load()
+            data = replace(task.load(), ood_val_aggregate=ood_val_aggregate)
+            info: dict[str, float] = {}
             if data.init_head is not None:  # the task's own starting head (e.g. CLIP zero-shot)
                 head = data.init_head
             else:
                 feats = frozen_train_features(data, Path(cache_dir), key, device or torch.device("cpu"))
-                head = linear_probe(
+                fit = linear_probe(
                     data.backbone, data.id_train, data.feature_dim, data.num_classes,
                     device=torch.device("cpu"), features=feats,
                 )  # fmt: skip
-            _cache[key, roots] = PreparedTask(data=data, lp_head=head)
-        return _cache[key, roots]
+                head, info = fit.head, fit.info()
+            _cache[key, roots, ood_val_aggregate] = PreparedTask(data=data, lp_head=head, head_info=info)
+        return _cache[key, roots, ood_val_aggregate]
 
 
 def weights_fingerprint(module: torch.nn.Module) -> str:

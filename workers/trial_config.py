@@ -20,6 +20,8 @@ LR_KEY = "optim/lr"
 WEIGHT_DECAY_KEY = "optim/weight_decay"
 SEED_KEY = "train/seed"
 METHOD_KEY = "method/name"
+#: Reported at every evaluation of a run: the L2 distance of the weights from where the run started.
+DISTANCE_KEY = "train/distance"
 
 
 def loss_weight_key(term: str) -> str:

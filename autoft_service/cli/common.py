@@ -89,16 +89,38 @@ def human_age(seconds: float) -> str:
     return f"{max(seconds, 0):.0f}s"
 
 
+#: Row facts that say which hyperparameters a row ended up with (shown in the results table's last column).
+CHOSEN_HPARAMS = {"lp/C": "C", "optim/lr": "lr", "wise_ft/alpha": "α", "soup/size": "soup"}
+
+
+def chosen_hparams(row: dict[str, Any]) -> str:
+    """``C=100 lr=3e-04 α=0.3``: the hyperparameters this row used (tuned or searched)."""
+    parts = [f"{label}={row[k]:.3g}" for k, label in CHOSEN_HPARAMS.items() if k in row]
+    return " ".join(parts)
+
+
 def results_table(rows: list[dict[str, Any]], metric: str, title: str) -> Table:
-    """Rows = methods; columns = ID test, OOD val, each OOD test, mean OOD test (for one metric)."""
+    """Rows = methods; columns = ID test, OOD val, each OOD test, mean OOD test (for one metric), with the
+    bootstrap 95% half-width of ID test and OOD mean where known, and the hyperparameters each row used.
+    The row the job selected (and registered) is starred."""
     tests = [k.split("/")[1] for k in rows[0] if k.startswith("ood_test/") and k.endswith(f"/{metric}")]
     tests = [t for t in tests if t != "mean"]
-    table = Table(title=title)
+    table = Table(title=title, caption="* the row the job selected on OOD val (its registered model)")
     table.add_column("method")
     cols = ["id_test", "ood_val", *[f"ood_test/{t}" for t in tests], "ood_test/mean"]
     for c in cols:
         header = {"id_test": "ID test", "ood_val": "OOD val", "ood_test/mean": "OOD mean"}.get(c, c[9:])
         table.add_column(header, justify="right")
+    table.add_column("chosen")
+
+    def cell(r: dict[str, Any], c: str) -> str:
+        text = f"{100 * r.get(f'{c}/{metric}', float('nan')):.1f}"
+        lo, hi = r.get(f"{c}/{metric}/ci_low"), r.get(f"{c}/{metric}/ci_high")
+        if c in ("id_test", "ood_test/mean") and lo is not None and hi is not None:
+            text += f" ±{50 * (hi - lo):.1f}"
+        return text
+
     for r in rows:
-        table.add_row(r["method"], *[f"{100 * r.get(f'{c}/{metric}', float('nan')):.1f}" for c in cols])
+        name = f"{r['method']} *" if r.get("selected") else r["method"]
+        table.add_row(name, *[cell(r, c) for c in cols], chosen_hparams(r))
     return table

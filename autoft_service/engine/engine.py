@@ -19,10 +19,17 @@ from ray.tune.stopper import Stopper
 
 from autoft_service.engine.events import JobHandles, JobListener, JobResult
 from autoft_service.engine.ray_runtime import ensure_ray
-from autoft_service.engine.results import finished_events, pareto_front, scalar_info, with_gap
+from autoft_service.engine.results import (
+    finished_events,
+    pareto_front,
+    scalar_info,
+    select_final_row,
+    with_gap,
+)
 from autoft_service.engine.tracking_callback import SearchCallback
 from autoft_service.errors import InvalidSpec, JobCancelled, SearchFailed
 from autoft_service.search.searcher import (
+    METRICS_ATTR,
     AutoFTOptunaSearch,
     IdValDropConstraint,
     fail_stale_trials,
@@ -30,6 +37,7 @@ from autoft_service.search.searcher import (
     own_completed,
     warm_start,
 )
+from autoft_service.search.selection import PROPORTION_METRICS, Candidate, Selection, select_trial
 from autoft_service.search.space import define_by_run, full_params, make_sampler, space_distributions
 from autoft_service.settings import Settings
 from autoft_service.spec import JobSpec
@@ -40,9 +48,18 @@ from autoft_service.tracking import (
     registered_model_name,
     results_markdown,
 )
-from workers.methods import FinalContext, model_from_state, reevaluate, reference_ft, run_method
+from workers.methods import (
+    FinalContext,
+    model_from_state,
+    reevaluate,
+    reference_ft,
+    run_method,
+    soup_row,
+    start_metrics,
+)
 from workers.tasks.base import resolve_task
 from workers.trainable import TrialContext, autoft_trial
+from workers.trial_config import DISTANCE_KEY
 
 log = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -206,7 +223,11 @@ class Engine:
             front = {p["trial"] for p in pareto}
             complete = [t for t in complete if t.number in front] or complete
             self.tracker.log_json(handles.parent_run_id, pareto, "pareto.json")
-        best, best_value, reeval = self._pick_best(spec, complete, handles, listener)
+        start = self._start(spec, study, handles)
+        best, best_value, reeval, selection, runners_up = self._pick_best(
+            spec, complete, handles, listener, start
+        )
+        self.tracker.log_json(handles.parent_run_id, selection.as_json(), "selection.json")
         best_params = full_params(spec.search, best.params)
         # params are immutable in MLflow and an extended job may find a new best: tags + an artifact
         self.tracker.set_tags(handles.parent_run_id, {f"best/{k}": v for k, v in best_params.items()})
@@ -216,17 +237,25 @@ class Engine:
         self.tracker.log_metrics(handles.parent_run_id, {f"best/{spec.objective.metric}": best_value})
 
         t1 = time.time()
-        listener.stage("final", {"methods": ["autoft", *(b.row for b in spec.final.baselines)]})
-        outcomes = self._final_stage(spec, best_params, listener)
+        listener.stage("final", {"methods": ["autoft", *(b.row for b in spec.final.baselines)],
+                                 "lr_grid": spec.final.baseline_lr_grid})
+        by_number = {t.number: t for t in complete}
+        soup = [full_params(spec.search, by_number[n].params) for n in runners_up]
+        outcomes = self._final_stage(spec, best_params, listener, soup[: max(0, spec.final.soup_top_k - 1)])
         durations["final_s"] = time.time() - t1
         if listener.should_cancel():
             raise JobCancelled("job cancelled during the final stage")
 
+        selected = select_final_row(outcomes, spec.objective.metric, spec.objective.mode)
         rows = [
-            with_gap({"method": o["method"], **o["metrics"], **scalar_info(o["info"])}, spec)
+            with_gap(
+                {"method": o["method"], **o["metrics"], **scalar_info(o["info"]),
+                 "selected": o["method"] == selected},
+                spec,
+            )  # fmt: skip
             for o in outcomes
         ]
-        version = self._record(spec, job_id, handles, study, rows, outcomes)
+        version = self._record(spec, job_id, handles, study, rows, outcomes, selected)
         durations["total_s"] = time.time() - t0
         return JobResult(
             job_id=job_id,
@@ -241,6 +270,7 @@ class Engine:
             durations=durations,
             reevaluation=reeval,
             pareto=pareto,
+            selection={**selection.as_json(), "start": start["metrics"], "selected_row": selected},
         )
 
     def _warm_start(self, spec: JobSpec, study: optuna.Study) -> None:
@@ -265,19 +295,51 @@ class Engine:
         complete: list[optuna.trial.FrozenTrial],
         handles: JobHandles,
         listener: JobListener,
-    ) -> tuple[optuna.trial.FrozenTrial, float, list[dict[str, Any]]]:
-        """The best trial; with ``final.reevaluate.top_k`` the top-k are rerun on extra seeds and ranked by
-        their mean objective over all seeds, so a lucky single run does not pick the final objective."""
+        start: dict[str, Any],
+    ) -> tuple[optuna.trial.FrozenTrial, float, list[dict[str, Any]], Selection, list[int]]:
+        """The trial whose objective is retrained, chosen by ``final.selection`` (see
+        :mod:`autoft_service.search.selection`); with ``final.reevaluate.top_k`` the top-k are first rerun
+        on extra seeds and scored by their mean over all seeds (the SE then shrinks with the seed count).
+        Also return the re-evaluation table, the selection and the next-best trials (for the soup)."""
         sign = 1.0 if spec.objective.mode == "max" else -1.0
         ranked = sorted(complete, key=lambda t: sign * t.values[0], reverse=True)
         guard = spec.final.reevaluate
-        if guard.top_k <= 0:
-            return ranked[0], float(ranked[0].values[0]), []
+        table = self._reevaluate(spec, ranked[: guard.top_k], listener) if guard.top_k > 0 else []
+        if table:
+            self.tracker.log_json(handles.parent_run_id or "", table, "reevaluation.json")
+        means = {r["trial"]: r["mean"] for r in table}
+        seeds = 1 + (len(guard.seeds) if table else 0)
+        pool = [t for t in ranked if t.number in means] if table else ranked
+        cands = [
+            Candidate(
+                t.number,
+                float(means.get(t.number, t.values[0])),
+                t.user_attrs.get(METRICS_ATTR, {}).get(DISTANCE_KEY),
+            )
+            for t in pool
+        ]
+        metric = spec.objective.metric
+        selection = select_trial(
+            cands,
+            n=int(start.get("ood_val_size", 0)) * (seeds if table else 1),
+            rule=spec.final.selection,
+            maximize=spec.objective.mode == "max",
+            proportion=spec.objective.metric_name in PROPORTION_METRICS and metric.startswith("ood_val/"),
+        )
+        chosen = next(t for t in pool if t.number == selection.chosen)
+        order = sorted(cands, key=lambda c: -sign * c.value)
+        runners_up = [c.trial for c in order if c.trial != chosen.number]
+        return chosen, selection.chosen_value, table, selection, runners_up
+
+    def _reevaluate(
+        self, spec: JobSpec, top: list[optuna.trial.FrozenTrial], listener: JobListener
+    ) -> list[dict[str, Any]]:
+        """Rerun ``top`` on ``final.reevaluate.seeds``; one row per trial with every score and their mean."""
         import ray
 
+        guard = spec.final.reevaluate
         ensure_ray(self.settings)
         listener.stage("reevaluate", {"top_k": guard.top_k, "seeds": guard.seeds})
-        top = ranked[: guard.top_k]
         remote = ray.remote(reevaluate).options(
             num_cpus=spec.resources.cpus_per_trial, num_gpus=spec.resources.gpus_per_trial
         )
@@ -295,9 +357,25 @@ class Engine:
             scores = [float(t.values[0]), *(values[(t.number, s)] for s in guard.seeds)]
             table.append({"trial": t.number, "search_value": float(t.values[0]), "scores": scores,
                           "mean": sum(scores) / len(scores)})  # fmt: skip
-        pick = max(table, key=lambda r: sign * r["mean"])
-        self.tracker.log_json(handles.parent_run_id or "", table, "reevaluation.json")
-        return next(t for t in top if t.number == pick["trial"]), pick["mean"], table
+        return table
+
+    def _start(self, spec: JobSpec, study: optuna.Study, handles: JobHandles) -> dict[str, Any]:
+        """The starting model (pretrained backbone + starting head) scored once per job (kept in the study so
+        a resumed job reuses it) and logged as ``start/*``: what every trial and the final stage must beat."""
+        start = study.user_attrs.get("start")
+        if start is None:
+            import ray
+
+            ensure_ray(self.settings)
+            remote = ray.remote(start_metrics).options(
+                num_cpus=spec.resources.cpus_per_trial, num_gpus=spec.resources.gpus_per_trial
+            )
+            start = ray.get(remote.remote(self._final_context(spec)))
+            study.set_user_attr("start", start)
+        self.tracker.log_metrics(
+            handles.parent_run_id or "", {f"start/{k}": v for k, v in start["metrics"].items()}
+        )
+        return dict(start)
 
     def _trial_context(self, spec: JobSpec) -> TrialContext:
         task_cls = resolve_task(spec.task.name)
@@ -313,6 +391,7 @@ class Engine:
             use_gpu=spec.resources.gpus_per_trial > 0,
             cpu_threads=max(1, math.floor(spec.resources.cpus_per_trial)),
             precision=spec.resources.precision,
+            ood_val_aggregate=spec.objective.ood_val_aggregate,
         )
 
     def _constraint(
@@ -419,8 +498,15 @@ class Engine:
             listener.stage("tracking", {"deferred_writes": callback.deferred, "lost": callback.lost})
 
     def _final_stage(
-        self, spec: JobSpec, best_params: dict[str, Any], listener: JobListener
+        self,
+        spec: JobSpec,
+        best_params: dict[str, Any],
+        listener: JobListener,
+        runners_up: list[dict[str, Any]],
     ) -> list[dict[str, Any]]:
+        """Retrain the chosen objective (with its WiSE-FT row), the soup's other ingredients (the next-best
+        objectives) and every baseline at each LR of ``final.baseline_lr_grid`` in parallel; keep each
+        baseline's LR best on ID val; then greedily soup the AutoFT models."""
         import ray
 
         ensure_ray(self.settings)
@@ -428,8 +514,44 @@ class Engine:
         remote = ray.remote(run_method).options(
             num_cpus=spec.resources.cpus_per_trial, num_gpus=spec.resources.gpus_per_trial, max_retries=1
         )
-        refs = [remote.remote("autoft", ctx, best_params)]
-        refs += [remote.remote(b.row, ctx, name=b.name, params=b.params) for b in spec.final.baselines]
+        autoft = remote.remote("autoft", ctx, best_params)
+        ingredients = [
+            remote.remote(f"autoft_{i + 1}", ctx, p, wise_ft=False) for i, p in enumerate(runners_up)
+        ]
+        grid = [spec.search.lr.base * g for g in spec.final.baseline_lr_grid]
+        baselines: list[tuple[str, list[Any]]] = []
+        for b in spec.final.baselines:
+            lrs = [None] if b.name == "lp" and not b.params else grid
+            refs = [remote.remote(b.row, ctx, name=b.name, params=b.params, lr=lr) for lr in lrs]
+            baselines.append((b.row, refs))
+        self._wait([autoft, *ingredients, *(r for _, refs in baselines for r in refs)], listener)
+        first = ray.get(autoft)
+        outcomes = [first, *first.pop("extra", [])]
+        models = [first, *ray.get(ingredients)]
+        id_key = f"id_val/{spec.objective.metric_name}"
+        sign = 1.0 if spec.objective.mode == "max" else -1.0
+        for _, refs in baselines:
+            tried = ray.get(refs)
+            pick = max(tried, key=lambda o: sign * o["metrics"].get(id_key, 0.0))
+            if len(tried) > 1:
+                pick["info"]["lr_grid"] = {
+                    str(o["info"].get("optim/lr")): o["metrics"].get(id_key) for o in tried
+                }
+            outcomes.append(pick)
+        if len(models) > 1:
+            soup = ray.remote(soup_row).options(
+                num_cpus=spec.resources.cpus_per_trial, num_gpus=spec.resources.gpus_per_trial
+            )
+            ref = soup.remote(ctx, models)
+            self._wait([ref], listener)
+            outcomes.insert(len(outcomes) - len(baselines), ray.get(ref))
+        return outcomes
+
+    @staticmethod
+    def _wait(refs: list[Any], listener: JobListener) -> None:
+        """Wait for Ray tasks; cancel them all and raise ``JobCancelled`` on a cancel request."""
+        import ray
+
         pending = list(refs)
         while pending:
             _, pending = ray.wait(pending, num_returns=len(pending), timeout=1.0)
@@ -437,10 +559,6 @@ class Engine:
                 for r in pending:
                     ray.cancel(r, force=True)
                 raise JobCancelled("job cancelled during the final stage")
-        outcomes = []
-        for o in ray.get(refs):
-            outcomes += [o, *o.pop("extra", [])]
-        return outcomes
 
     def _final_context(self, spec: JobSpec) -> FinalContext:
         tc = self._trial_context(spec)
@@ -459,6 +577,7 @@ class Engine:
             precision=tc.precision,
             wise_ft_alphas=tuple(spec.final.wise_ft_alphas),
             select_metric=spec.objective.metric,
+            ood_val_aggregate=spec.objective.ood_val_aggregate,
         )
 
     def _record(
@@ -469,6 +588,7 @@ class Engine:
         study: optuna.Study,
         rows: list[dict[str, Any]],
         outcomes: list[dict[str, Any]],
+        selected: str = "autoft",
     ) -> str | None:
         from autoft_service.plots import results_plot, study_plots
 
@@ -485,12 +605,14 @@ class Engine:
         self.tracker.client.log_text(
             rid, results_plot(rows, spec.objective.metric_name), "plots/results.html"
         )
-        autoft = next(o for o in outcomes if o["method"] == "autoft")
-        model, example = model_from_state(self._final_context(spec), autoft["state_dict"])
+        self.tracker.set_tags(rid, {"autoft.selected_row": selected})
+        chosen = next(o for o in outcomes if o["method"] == selected)
+        model, example = model_from_state(self._final_context(spec), chosen["state_dict"])
         registered = registered_model_name(spec.name, handles.tenant) if spec.final.register_model else None
         description = (
             f"AutoFT: the searched fine-tuning objective of job {job_id} ({spec.name!r}), retrained on the "
-            f"task {spec.task.name!r}; best trial params in the run's best.json.\n\n"
+            f"task {spec.task.name!r} (registered row: {selected!r}, chosen on OOD val); chosen trial params "
+            f"in the run's best.json, why in selection.json.\n\n"
             f"Results ({spec.objective.metric_name} on held-out test sets):\n\n{results_markdown(rows)}"
         )
         return self.tracker.log_model(rid, model, example, registered, description)

@@ -68,6 +68,8 @@ class JobResult:
     durations: dict[str, float] = field(default_factory=dict)
     reevaluation: list[dict[str, Any]] = field(default_factory=list)
     pareto: list[dict[str, Any]] = field(default_factory=list)
+    #: How the final objective was chosen among the trials (the rule, the best raw trial and why).
+    selection: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -58,3 +58,22 @@ def with_gap(row: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
     if f"ood_val/{m}" in row and f"ood_test/mean/{m}" in row:
         row[f"gap/{m}"] = row[f"ood_val/{m}"] - row[f"ood_test/mean/{m}"]
     return row
+
+
+#: The rows the service may return as its model, in order of preference on ties (the WiSE-FT row first: at
+#: equal OOD val it is the closest to the starting model).
+FINAL_CANDIDATES = ("autoft_wise_ft", "autoft_soup", "autoft")
+
+
+def select_final_row(outcomes: list[dict[str, Any]], metric: str, mode: str = "max") -> str:
+    """The AutoFT row with the best ``metric`` (the objective, on OOD val): the model the job registers.
+
+    Baselines never compete (they are the comparison); ties go to the earlier row of ``FINAL_CANDIDATES``."""
+    sign = 1.0 if mode == "max" else -1.0
+    rows = {o["method"]: o for o in outcomes}
+    cands = [(name, rows[name]["metrics"].get(metric)) for name in FINAL_CANDIDATES if name in rows]
+    cands = [(n, v) for n, v in cands if v is not None]
+    if not cands:
+        return "autoft"
+    best = max(sign * v for _, v in cands)
+    return next(n for n, v in cands if sign * v >= best - 1e-12)

@@ -11,6 +11,8 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from workers.trial_config import DISTANCE_KEY
+
 log = logging.getLogger(__name__)
 
 INTERRUPTED_ATTR = "autoft_interrupted"
@@ -70,7 +72,11 @@ class AutoFTOptunaSearch(OptunaSearch):
         ot_trial = self._ot_trials.get(trial_id)
         if result and ot_trial is not None and trial_id not in self._completed_trials:
             # validation metrics travel with the trial: constraints and reports read them from Optuna
-            metrics = {k: float(v) for k, v in result.items() if k.startswith(("id_val/", "ood_val/"))}
+            metrics = {
+                k: float(v)
+                for k, v in result.items()
+                if k.startswith(("id_val/", "ood_val/")) or k == DISTANCE_KEY
+            }
             ot_trial.set_user_attr(METRICS_ATTR, metrics)
         stopped_early = (
             not error

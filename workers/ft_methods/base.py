@@ -43,7 +43,7 @@ from workers.model import Classifier
 from workers.objective import text_tower_names
 from workers.registry import Registry
 from workers.tasks.base import TaskData
-from workers.training import evaluate
+from workers.training import evaluate_task
 
 HeadInit = Literal["lp", "random"]
 HEAD_PREFIX = "head."
@@ -125,10 +125,8 @@ class RunContext:
         self, model: nn.Module, splits: Sequence[str], metrics: Sequence[str] | None = None
     ) -> dict[str, float]:
         """``{"<split>/<metric>": value}`` on the named splits (``id_val``, ``ood_val``, ``ood_test/<n>`` …)."""
-        available = self.data.splits()
-        chosen = {k: available[k] for k in splits}
-        return evaluate(
-            model, chosen, metrics or self.metrics, self.data.num_classes, self.device, accel=self.accel
+        return evaluate_task(
+            model, self.data, list(splits), metrics or self.metrics, self.device, accel=self.accel
         )
 
 

@@ -12,7 +12,8 @@ from workers.ft_methods.base import HEAD_PREFIX, FTMethod, RunContext, StepBatch
 from workers.model import Classifier
 from workers.objective import Objective, needs_text_tower, text_tower, text_tower_names
 from workers.prepared import PreparedTask, build_model
-from workers.training import EvalCallback, add_mean_ood, batch_indices, evaluate, seed_everything
+from workers.training import EvalCallback, batch_indices, evaluate_task, seed_everything
+from workers.trial_config import DISTANCE_KEY
 
 
 class MethodResult(NamedTuple):
@@ -88,9 +89,7 @@ def train_with_method(
     model.eval()
     results: dict[str, float] = {}
     if final_eval:
-        results = add_mean_ood(
-            evaluate(model, data.splits(), metrics, data.num_classes, device, accel=accel), metrics
-        )
+        results = evaluate_task(model, data, None, metrics, device, accel=accel)
     results.update({k: v for k, v in last.items() if k.startswith("train/")})
     info = {
         "method": method.name,
@@ -166,12 +165,24 @@ def _loop(
         if (eval_every and step % eval_every == 0) or step == steps:
             last = meter.flush()
             last["optim/lr"] = float(optimizer.param_groups[0]["lr"])
+            last[DISTANCE_KEY] = distance_from(model, ctx.init_params)
             last.update(ctx.evaluate(model, eval_splits))
             _train_mode(model)  # evaluation restores plain train mode on every submodule
             if on_eval is not None:
                 on_eval(step, last)
             meter.restart()
     return last
+
+
+@torch.no_grad()
+def distance_from(model: torch.nn.Module, start: Mapping[str, torch.Tensor]) -> float:
+    """The L2 distance ``||θ - θ0||`` over every parameter that ``start`` holds (the selection rule's
+    "closest to the pretrained weights")."""
+    total = 0.0
+    for n, p in model.named_parameters():
+        if n in start:
+            total += float((p.detach().float() - start[n].float()).pow(2).sum())
+    return total**0.5
 
 
 def _train_mode(model: Classifier) -> None:

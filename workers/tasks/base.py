@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -45,6 +45,20 @@ class Split:
         return len(self.y)
 
 
+#: How several named OOD val sets make one ``ood_val/<metric>`` score: their mean, or the worst of them.
+OodAggregate = Literal["mean", "worst"]
+
+
+def pooled(splits: Sequence[Split]) -> Split:
+    """The union of several splits (groups kept only when every split has them)."""
+    groups = [s.groups for s in splits]
+    return Split(
+        torch.cat([s.x for s in splits]),
+        torch.cat([s.y for s in splits]),
+        None if any(g is None for g in groups) else torch.cat([g for g in groups if g is not None]),
+    )
+
+
 @dataclass
 class TaskData:
     """What :meth:`Task.load` returns. ``backbone`` holds the pretrained weights and maps x → features."""
@@ -64,11 +78,34 @@ class TaskData:
     class_text_tokens: torch.Tensor | None = None
     #: Class names, in label order (for reports; optional).
     class_names: list[str] | None = None
+    #: Several named OOD validation sets (e.g. one per shift). When given, ``ood_val`` is their union (see
+    #: :func:`pooled`), each set is scored as ``ood_val/<name>/<metric>`` and ``ood_val/<metric>`` is their
+    #: ``ood_val_aggregate`` (mean or worst), so the objective sees every shift and not the largest one.
+    ood_val_sets: dict[str, Split] = field(default_factory=dict)
+    ood_val_aggregate: OodAggregate = "mean"
+
+    def __post_init__(self) -> None:
+        for name in self.ood_val_sets:
+            if not name or "/" in name or name == "mean":
+                raise ValueError(f"OOD val set name {name!r} must be non-empty, without '/', not 'mean'")
 
     def splits(self) -> dict[str, Split]:
-        """Every split by its metric prefix: id_val, ood_val, id_test, ood_test/<name>."""
+        """Every split by its metric prefix: id_val, ood_val, ood_val/<set>, id_test, ood_test/<name>."""
         out = {"id_val": self.id_val, "ood_val": self.ood_val, "id_test": self.id_test}
+        out.update({f"ood_val/{k}": v for k, v in self.ood_val_sets.items()})
         out.update({f"ood_test/{k}": v for k, v in self.ood_tests.items()})
+        return out
+
+    def expand(self, names: Sequence[str] | None = None) -> dict[str, Split]:
+        """The splits to score for ``names`` (default: every split): with named OOD val sets, ``ood_val``
+        stands for the sets (its score is their aggregate, see :func:`workers.training.evaluate_task`)."""
+        available = self.splits()
+        out: dict[str, Split] = {}
+        for n in available if names is None else names:
+            if n == "ood_val" and self.ood_val_sets:
+                out.update({f"ood_val/{k}": v for k, v in self.ood_val_sets.items()})
+            else:
+                out[n] = available[n]
         return out
 
 

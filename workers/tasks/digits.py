@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
 from workers.disk_cache import mark_used
-from workers.tasks.base import Split, Task, TaskData, register_task
+from workers.tasks.base import Split, Task, TaskData, pooled, register_task
 from workers.tasks.shifts import apply_shift, broad_augment
 
 ShiftName = Literal["noise", "salt_pepper", "blur", "low_contrast", "invert", "occlusion", "rotate"]
@@ -36,7 +36,11 @@ class DigitsParams(BaseModel):
     shots_per_class: int = Field(default=20, ge=1, le=60, description="ID training images per class.")
     id_val_per_class: int = Field(default=10, ge=1, le=30)
     ood_val_size: int = Field(default=100, ge=10, le=400, description="Images in the OOD validation set.")
-    ood_val_shift: ShiftName = "noise"
+    ood_val_shift: ShiftName | list[ShiftName] = Field(
+        default="noise",
+        description="The OOD val shift, or several: one named OOD val set per shift, each on the same "
+        "held-out images (the objective aggregates them).",
+    )
     ood_test_shifts: list[ShiftName] = Field(default_factory=lambda: list(DEFAULT_OOD_TEST_SHIFTS), min_length=1)
     severity: float = Field(default=0.8, gt=0, le=1.0)
     split_seed: int = Field(default=0, ge=0)
@@ -190,7 +194,16 @@ class DigitsShiftTask(Task):
         for k, name in enumerate(p.ood_test_shifts):
             shifted = apply_shift(name, x[test_idx], seed=1000 + k, severity=p.severity)
             ood_tests[name] = split(test_idx, shifted)
-        ood_x = apply_shift(p.ood_val_shift, x[parts["ood_val"]], seed=999, severity=p.severity)
+        val_idx = parts["ood_val"]
+        sets: dict[str, Split] = {}
+        if isinstance(p.ood_val_shift, list):
+            sets = {
+                name: split(val_idx, apply_shift(name, x[val_idx], seed=999 + k, severity=p.severity))
+                for k, name in enumerate(dict.fromkeys(p.ood_val_shift))
+            }
+            ood_val = pooled(list(sets.values()))
+        else:
+            ood_val = split(val_idx, apply_shift(p.ood_val_shift, x[val_idx], seed=999, severity=p.severity))
         return TaskData(
             backbone=backbone,
             feature_dim=DigitsCNN.feature_dim,
@@ -198,6 +211,7 @@ class DigitsShiftTask(Task):
             id_train=split(parts["train"]),
             id_val=split(parts["val"]),
             id_test=split(test_idx),
-            ood_val=split(parts["ood_val"], ood_x),
+            ood_val=ood_val,
             ood_tests=ood_tests,
+            ood_val_sets=sets,
         )
