@@ -1,13 +1,22 @@
-"""ImageNet-C-style corruptions: shape, dtype and range kept, deterministic, monotone in severity."""
+"""ImageNet-C-style corruptions (shape, dtype and range kept, deterministic, monotone in severity) and the
+``image-classification`` task's OOD validation set derived from its ID val images with them."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
+from autoft_service.errors import InvalidSpec
+from autoft_service.spec import parse_spec
+from tests.conftest import small_spec
 from workers.images.corruptions import CORRUPTIONS, SEVERITIES, UnknownCorruption, corrupt
-from workers.images.synthetic_data import _image
+from workers.images.synthetic_data import _image, make_image_folder
+from workers.images.task import ImageClassificationTask
+from workers.images.tiny_models import save_tiny_timm
 
 ALL = ["contrast", "gaussian_blur", "gaussian_noise", "jpeg", "pixelate"]
 #: Those whose distance to the clean image must grow with every severity step (JPEG's need not, strictly).
@@ -113,3 +122,98 @@ def test_wrong_layouts_are_refused() -> None:
         corrupt(torch.zeros(1, 4, 8, 8, dtype=torch.uint8), "jpeg", 1)
     with pytest.raises(ValueError, match="uint8 or floating"):
         corrupt(torch.zeros(1, 3, 8, 8, dtype=torch.int64), "gaussian_noise", 1)
+
+
+# ------------------------------------------------------------------ The task's OOD val made from its ID val
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    r = tmp_path_factory.mktemp("root")
+    save_tiny_timm(r / "timm")
+    make_image_folder(r / "train", ["a", "b", "c"], 6, seed=1)
+    make_image_folder(r / "test", ["a", "b", "c"], 2, seed=2)
+    return r
+
+
+def task_params(**kw: Any) -> dict[str, Any]:
+    """ID val: a class-balanced hold-out of 6 of the 18 ID-train images; no OOD val of the user's own."""
+    data = {
+        "id_train": {"format": "imagefolder", "path": "train"},
+        "id_test": {"format": "imagefolder", "path": "test"},
+    }
+    return {
+        "model": {"family": "timm", "path": "timm"},
+        "data": data,
+        "id_val_size": 6,
+        "decode_workers": 1,
+        **kw,
+    }
+
+
+def test_the_task_derives_its_ood_val_from_the_id_val_images(root: Path, tmp_path: Path) -> None:
+    spec = {"names": ["gaussian_noise", "pixelate"], "severity": 3}
+    data = ImageClassificationTask.create(
+        task_params(ood_val_corruptions=spec), tmp_path, data_roots=[root]
+    ).load()
+    val, ood = data.id_val, data.ood_val
+    assert len(val) == 6 and len(ood) == 12  # each corruption of each ID val image
+    assert ood.x.dtype == torch.uint8 and ood.x.shape[1:] == val.x.shape[1:]
+    assert torch.equal(ood.y, torch.cat([val.y, val.y]))
+    assert ood.groups is not None and ood.groups.tolist() == [0] * 6 + [1] * 6  # a group per corruption
+    assert torch.equal(ood.x[6:], corrupt(val.x, "pixelate", 3))  # deterministic: exactly the corruption
+    noisy = ood.x[:6]
+    assert 10 < distance(noisy, val.x) < 80  # severity 3: noise of std 0.18 (46 of 255), clipped
+    # the images were computed once into the image cache: another load maps the same bytes
+    again = ImageClassificationTask.create(
+        task_params(ood_val_corruptions=spec), tmp_path, data_roots=[root]
+    ).load()
+    assert torch.equal(again.ood_val.x, ood.x)
+    other = {**spec, "seed": 1}  # another seed: other noise, the same pixelation
+    reseeded = ImageClassificationTask.create(
+        task_params(ood_val_corruptions=other), tmp_path, data_roots=[root]
+    )
+    ood1 = reseeded.load().ood_val
+    assert not torch.equal(ood1.x[:6], noisy) and torch.equal(ood1.x[6:], ood.x[6:])
+
+
+def test_ood_val_size_subsamples_balanced_over_classes_and_corruptions(root: Path, tmp_path: Path) -> None:
+    params = task_params(ood_val_corruptions={"severity": 5}, ood_val_size=9)  # all five: a pool of 30
+    data = ImageClassificationTask.create(params, tmp_path, data_roots=[root]).load()
+    ood = data.ood_val
+    assert len(ood) == 9 and torch.bincount(ood.y).tolist() == [3, 3, 3]
+    assert ood.groups is not None
+    pairs = list(zip(ood.y.tolist(), ood.groups.tolist(), strict=True))
+    assert len(set(pairs)) == 9  # within a class, three different corruptions
+    pool = torch.cat([corrupt(data.id_val.x, name, 5) for name in ["contrast", "gaussian_blur"]])
+    for x, g in zip(ood.x, ood.groups.tolist(), strict=True):  # each is a corruption of an ID val image
+        if g in (0, 1):
+            assert any(torch.equal(x, p) for p in pool)
+
+
+def test_corruption_params_name_their_field(root: Path) -> None:
+    with pytest.raises(InvalidSpec) as e:
+        ImageClassificationTask.validate_params(
+            task_params(ood_val_corruptions={"names": ["gaussian_noise", "fog"]}), data_roots=[root]
+        )
+    assert e.value.field == "task.params.ood_val_corruptions.names"
+    assert "'fog'" in str(e.value) and ", ".join(ALL) in str(e.value)
+    with pytest.raises(InvalidSpec) as e:
+        ImageClassificationTask.validate_params(
+            task_params(ood_val_corruptions={"severity": 6}), data_roots=[root]
+        )
+    assert e.value.field == "task.params.ood_val_corruptions.severity"
+    with pytest.raises(InvalidSpec) as e:  # neither an OOD val set nor corruptions
+        ImageClassificationTask.validate_params(task_params(), data_roots=[root])
+    assert e.value.field == "task.params.data.ood_val" and "ood_val_corruptions" in str(e.value)
+    both = task_params(ood_val_corruptions={})
+    both["data"]["ood_val"] = {"format": "imagefolder", "path": "test"}
+    with pytest.raises(InvalidSpec) as e:
+        ImageClassificationTask.validate_params(both, data_roots=[root])
+    assert e.value.field == "task.params.ood_val_corruptions" and "not both" in str(e.value)
+
+
+def test_a_job_spec_without_an_ood_val_set_is_accepted_with_corruptions(root: Path) -> None:
+    task = {"name": "image-classification", "params": task_params(ood_val_corruptions={"names": ["jpeg"]})}
+    spec = parse_spec(small_spec(task=task), data_roots=[root])
+    assert spec.task.params["ood_val_corruptions"] == {"names": ["jpeg"]}
