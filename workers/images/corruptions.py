@@ -1,4 +1,4 @@
-"""ImageNet-C-style corruptions, to derive an OOD validation set from ID images (Hendrycks & Dietterich, 2019).
+"""ImageNet-C-style corruptions (Hendrycks & Dietterich, 2019): an OOD validation set from ID images.
 
 Every corruption maps a batch ``[N, C, H, W]`` (uint8 in 0..255, as the image cache holds it, or floating
 point in [0, 1]) and a severity 1..5 to a new batch of the same shape, dtype and range; the input is never
@@ -99,7 +99,7 @@ def gaussian_noise(images: torch.Tensor, severity: int, seed: int = 0) -> torch.
 
 def _blur_matrix(sigma: float, size: int) -> torch.Tensor:
     """``[size, size]``: row ``i`` holds the Gaussian weights of output pixel ``i`` over the input pixels,
-    truncated at 4 sigma (as scipy and skimage) with the edge pixels extended (skimage's ``mode="nearest"``)."""
+    truncated at 4 sigma (as scipy, skimage), the edge pixels extended (skimage's ``mode="nearest"``)."""
     radius = max(1, math.ceil(4.0 * sigma))
     t = torch.arange(-radius, radius + 1)
     k = torch.exp(-0.5 * (t.to(torch.float64) / sigma) ** 2)

@@ -275,9 +275,9 @@ class ImageClassificationTask(Task):
         """The OOD validation split ``spec`` derives from the decoded ID val images, cached on disk.
 
         Corruption ``c`` of image ``i`` is entry ``c * len(id_val) + i`` of the pool; ``ood_val_size`` keeps a
-        subsample balanced over the classes and, within each class, over the corruptions. The images are computed once per machine into the
-        image cache (keyed by ID val's own cache key, the corruptions, severity, seed and the subsample) and
-        memory-mapped, like the decoded splits."""
+        subsample balanced over the classes and, within each class, over the corruptions. The images are
+        computed once per machine into the image cache (keyed by ID val's own cache key, the corruptions,
+        severity, seed and the subsample) and memory-mapped, like the decoded splits."""
         p, n, k = self.params, len(id_val), len(spec.names)
         labels = id_val.y.repeat(k)
         corruption = torch.arange(k).repeat_interleave(n)
