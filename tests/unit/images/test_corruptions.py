@@ -217,3 +217,22 @@ def test_a_job_spec_without_an_ood_val_set_is_accepted_with_corruptions(root: Pa
     task = {"name": "image-classification", "params": task_params(ood_val_corruptions={"names": ["jpeg"]})}
     spec = parse_spec(small_spec(task=task), data_roots=[root])
     assert spec.task.params["ood_val_corruptions"] == {"names": ["jpeg"]}
+
+
+def test_a_trial_reports_its_metrics_on_the_corrupted_ood_val(root: Path, tmp_path: Path) -> None:
+    from workers.accel import Accel
+    from workers.autoft import RunBudget, run_objective
+    from workers.prepared import prepared_task
+    from workers.trial_config import TrialConfig
+
+    params = task_params(ood_val_corruptions={"names": ["contrast", "jpeg"], "severity": 5})
+    prepared = prepared_task("image-classification", params, tmp_path, data_roots=[root])
+    seen: list[dict[str, float]] = []
+    run_objective(
+        prepared, TrialConfig({"ce": 1.0}, 1e-3, 0.0, 0),
+        RunBudget(2, 6, metrics=("accuracy", "worst_group_accuracy"), eval_every=2),
+        accel=Accel(torch.device("cpu")), on_eval=lambda s, m: seen.append(m), final_eval=False,
+    )  # fmt: skip
+    last = seen[-1]  # the trial evaluated the derived set: the mean and the worst corruption
+    assert 0.0 <= last["ood_val/worst_group_accuracy"] <= last["ood_val/accuracy"] <= 1.0
+    assert prepared.data.ood_val.groups is not None and len(prepared.data.ood_val) == 12
