@@ -27,7 +27,15 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from torch import nn
 
 from workers.images.corruptions import CORRUPTIONS, corrupt
@@ -82,6 +90,9 @@ class ImageSplits(BaseModel):
         return out
 
 
+_CORRUPTION_NAMES: list[JsonValue] = list(CORRUPTIONS.names())
+
+
 class OODValCorruptions(BaseModel):
     """An OOD validation set made from the ID val images: every image under each corruption, pooled.
 
@@ -94,6 +105,7 @@ class OODValCorruptions(BaseModel):
         default_factory=CORRUPTIONS.names,
         min_length=1,
         description="Corruptions to apply (default: all): " + ", ".join(CORRUPTIONS.names()) + ".",
+        json_schema_extra={"items": {"type": "string", "enum": _CORRUPTION_NAMES}},
     )
     severity: int = Field(default=3, ge=1, le=5, description="ImageNet-C severity, 1 (mild) to 5.")
     seed: int = Field(default=0, ge=0, description="Seeds the random corruptions (gaussian_noise).")

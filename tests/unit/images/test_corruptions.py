@@ -198,6 +198,8 @@ def test_corruption_params_name_their_field(root: Path) -> None:
         )
     assert e.value.field == "task.params.ood_val_corruptions.names"
     assert "'fog'" in str(e.value) and ", ".join(ALL) in str(e.value)
+    schema = ImageClassificationTask.Params.model_json_schema()["$defs"]["OODValCorruptions"]
+    assert schema["properties"]["names"]["items"]["enum"] == ALL  # the catalog lists the valid names
     with pytest.raises(InvalidSpec) as e:
         ImageClassificationTask.validate_params(
             task_params(ood_val_corruptions={"severity": 6}), data_roots=[root]
