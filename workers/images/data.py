@@ -461,7 +461,10 @@ def _decode_one(path: Path, pre: Preprocess, field: str | None) -> np.ndarray:
     return arr[top : top + ch, left : left + cw].transpose(2, 0, 1)
 
 
-def _cache_key(paths: Sequence[Path], pre: Preprocess, field: str | None) -> str:
+def image_cache_key(paths: Sequence[Path], pre: Preprocess, field: str | None = None) -> str:
+    """The cache key of ``paths`` decoded in ``pre``'s geometry, as :func:`decode_images` uses it: it changes
+    with the decoder, the geometry and every file's path, size and modification time, so entries derived
+    from the decoded images (corrupted copies) can be keyed by it too."""
     h = hashlib.sha256(f"{_CACHE_VERSION}\0{pre.geometry_key()}\0".encode())
     for p in paths:
         try:
@@ -513,18 +516,32 @@ def decode_images(
 ) -> torch.Tensor:
     """Decode ``paths`` into a uint8 tensor ``[N, 3, H, W]`` in ``preprocess``'s geometry, cached on disk.
 
-    The cache entry ``cache_dir/images/<key>.npy`` is keyed by the geometry and every file's path, size and
-    modification time; it is written once (atomically, under a file lock, so processes that ask at the same
-    time wait for the first instead of decoding too) and then memory-mapped read-only, so every process on
-    the machine shares the same pages. The returned tensor is a view of that mapping: never modify it in
-    place (copy, or move it to a device, first). ``workers > 1`` decodes in threads. An unreadable image
+    The cache entry (see :func:`cached_images`) is keyed by :func:`image_cache_key`: the geometry and every
+    file's path, size and modification time. The returned tensor is a read-only memory map: never modify it
+    in place (copy, or move it to a device, first). ``workers > 1`` decodes in threads. An unreadable image
     raises :class:`InvalidSpec` naming the file (and ``field``, when given).
     """
     h, w = preprocess.input_size
     shape = (len(paths), 3, h, w)
     if not paths:
         return torch.empty(shape, dtype=torch.uint8)
-    key = _cache_key(paths, preprocess, field)
+    key = image_cache_key(paths, preprocess, field)
+
+    def fill(out: np.ndarray) -> None:
+        _fill(out, paths, lambda p: _decode_one(p, preprocess, field), workers)
+
+    return cached_images(cache_dir, key, shape, fill)
+
+
+def cached_images(
+    cache_dir: Path, key: str, shape: tuple[int, ...], fill: Callable[[np.ndarray], None]
+) -> torch.Tensor:
+    """The uint8 array ``cache_dir/images/<key>.npy`` of ``shape``, written by ``fill`` first if absent.
+
+    ``fill`` writes every element of the (memory-mapped) array it is given. The entry is written once,
+    atomically, under a file lock (processes that ask at the same time wait for the first instead of
+    computing too), then memory-mapped read-only, so every process on the machine shares the same pages.
+    The returned tensor is a view of that mapping: never modify it in place."""
     folder = Path(cache_dir) / "images"
     file = folder / f"{key}.npy"
     cached = _open_cached(file, shape)
@@ -539,7 +556,7 @@ def decode_images(
         tmp = folder / f".{file.stem}.{os.getpid()}.{uuid.uuid4().hex}.tmp.npy"
         try:
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
-            _fill(out, paths, lambda p: _decode_one(p, preprocess, field), workers)
+            fill(out)
             out.flush()
             del out
             os.replace(tmp, file)
