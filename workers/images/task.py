@@ -10,7 +10,8 @@ the configured data roots and nothing is downloaded.
 - The OOD validation set is subsampled, class-balanced, to ``ood_val_size`` images (AutoFT searches on a
   small OOD validation set; its ImageNet runs use 1,000 images).
 - Without an OOD validation set, ``ood_val_corruptions`` derives one from the ID val images: each named
-  ImageNet-C-style corruption (:mod:`workers.images.corruptions`) applied to every ID val image, pooled.
+  ImageNet-C-style corruption (:mod:`workers.images.corruptions`) applied to every ID val image, one named
+  OOD val set per corruption (the objective aggregates them; ``ood_val`` is their union).
 - Images are decoded once per machine into a uint8 cache in the model's own geometry (resize, centre crop)
   and memory-mapped by every worker; normalisation runs on the trial's device as the backbone's first layer.
 - The starting head is CLIP's zero-shot head (class names × prompt templates) for open_clip models and a
@@ -246,9 +247,11 @@ class ImageClassificationTask(Task):
             return Split(x, torch.tensor(ex.labels, dtype=torch.long), groups)
 
         id_val = split(val, "id_val" if p.data.id_val is not None else "id_train")
+        ood_val_sets: dict[str, Split] = {}
         if p.ood_val_corruptions is not None:
             id_val_key = image_cache_key(val.paths, loaded.preprocess)
             ood_val = self._corrupted(id_val, id_val_key, p.ood_val_corruptions)
+            ood_val_sets = _per_group(ood_val, p.ood_val_corruptions.names, id_val)
         elif p.data.ood_val is not None:
             ood = examples("ood_val", p.data.ood_val)
             if p.ood_val_size is not None:
@@ -279,6 +282,7 @@ class ImageClassificationTask(Task):
                 k: split(examples(f"ood_tests.{k}", v), f"ood_tests.{k}") for k, v in p.data.ood_tests.items()
             },
             init_head=init_head,
+            ood_val_sets=ood_val_sets,
             class_text_tokens=loaded.class_text_tokens(classes) if loaded.has_text_tower else None,
             class_names=classes,
         )
@@ -356,3 +360,18 @@ def _balanced_pool(labels: list[int], kinds: list[int], size: int, seed: int) ->
         picked = class_balanced_subsample([kinds[i] for i in members], len(chosen), seed + y)
         keep.extend(members[j] for j in picked)
     return sorted(keep)
+
+
+def _per_group(pooled: Split, names: list[str], id_val: Split) -> dict[str, Split]:
+    """The pooled corrupted OOD val split as one named set per corruption (what the objective aggregates);
+    each set keeps ID val's own groups, if any."""
+    if pooled.groups is None:
+        raise ValueError("the corrupted OOD val split carries its corruption as groups")
+    width = int(id_val.groups.max()) + 1 if id_val.groups is not None else 1
+    corruption = pooled.groups // width
+    out: dict[str, Split] = {}
+    for c, name in enumerate(names):
+        rows = torch.nonzero(corruption == c).flatten()
+        groups = pooled.groups[rows] % width if id_val.groups is not None else None
+        out[name] = Split(pooled.x[rows], pooled.y[rows], groups)
+    return out

@@ -162,6 +162,10 @@ def test_the_task_derives_its_ood_val_from_the_id_val_images(root: Path, tmp_pat
     assert torch.equal(ood.y, torch.cat([val.y, val.y]))
     assert ood.groups is not None and ood.groups.tolist() == [0] * 6 + [1] * 6  # a group per corruption
     assert torch.equal(ood.x[6:], corrupt(val.x, "pixelate", 3))  # deterministic: exactly the corruption
+    # one named OOD val set per corruption: the objective aggregates them (mean or worst)
+    assert list(data.ood_val_sets) == ["gaussian_noise", "pixelate"]
+    assert torch.equal(data.ood_val_sets["pixelate"].x, ood.x[6:])
+    assert torch.equal(data.ood_val_sets["gaussian_noise"].y, val.y)
     noisy = ood.x[:6]
     assert 10 < distance(noisy, val.x) < 80  # severity 3: noise of std 0.18 (46 of 255), clipped
     # the images were computed once into the image cache: another load maps the same bytes
