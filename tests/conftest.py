@@ -35,6 +35,10 @@ def task_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("task-cache")
 
 
+#: The final stage without its extra rows (LR grid, WiSE-FT, soup), for tests about other machinery.
+LEAN_FINAL: dict[str, Any] = {"baseline_lr_grid": [1.0], "wise_ft_alphas": [], "soup_top_k": 0}
+
+
 def small_spec(**overrides: Any) -> dict[str, Any]:
     """A minimal valid job spec dict for tests; top-level keys in ``overrides`` replace the defaults."""
     spec: dict[str, Any] = {
@@ -49,7 +53,8 @@ def small_spec(**overrides: Any) -> dict[str, Any]:
             "max_concurrent": 2,
             "early_stopping": {"type": "asha", "grace_steps": 10, "reduction_factor": 2},
         },
-        "final": {"steps": 30, "baselines": ["ft", "lp", "lp_ft"]},
+        # the extra final-stage rows (LR grid, WiSE-FT, soup) are off here; the engine test turns them on
+        "final": {**LEAN_FINAL, "steps": 30, "baselines": ["ft", "lp", "lp_ft"]},
     }
     spec.update(overrides)
     return spec

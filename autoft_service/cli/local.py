@@ -99,9 +99,16 @@ def _run(spec_path: Path, data_dir: Path | None, ray_address: str | None, resume
     metric = spec.objective.metric_name
     out.print(results_table(result.results, metric, f"{spec.name}: test {metric} (%)"))
     out.print(
-        f"best trial #{result.best_trial}: {spec.objective.metric} = {result.best_value:.4f}; "
+        f"chosen trial #{result.best_trial}: {spec.objective.metric} = {result.best_value:.4f}; "
         f"trials {result.trials}; {time.time() - t0:.0f}s"
     )
+    sel = result.selection
+    if sel:
+        out.print(
+            f"selection ({sel['rule']}): best raw trial #{sel['best']} ({sel['best_value']:.4f}); "
+            f"{sel['reason']}; registered row: {sel['selected_row']}",
+            highlight=False,
+        )
     (settings.jobs_dir / job_id / "results.json").write_text(json.dumps(result.to_dict(), indent=2))
     if result.model_version:
         out.print(f"registered model autoft-{spec.name} version {result.model_version}")

@@ -14,7 +14,7 @@ from autoft_service.engine import Engine, JobHandles, JobListener, TrialEvent
 from autoft_service.errors import InvalidSpec, JobCancelled
 from autoft_service.settings import Settings
 from autoft_service.spec import parse_spec
-from tests.conftest import small_spec
+from tests.conftest import LEAN_FINAL, small_spec
 
 pytestmark = pytest.mark.integration
 
@@ -71,7 +71,9 @@ def _runs(settings: Settings, experiment_id: str) -> list:
 
 
 def test_search_end_to_end(ray_runtime: None, settings: Settings) -> None:
-    spec = parse_spec(small_spec(final={**small_spec()["final"], "wise_ft_alphas": [0.0, 0.5, 1.0]}))
+    final = {**small_spec()["final"], "wise_ft_alphas": [0.0, 0.5, 1.0], "soup_top_k": 2,
+             "baseline_lr_grid": [0.3, 1.0]}  # fmt: skip
+    spec = parse_spec(small_spec(final=final))
     rec = Recorder()
     result = Engine(settings).run(spec, job_id="job-e2e", listener=rec)
 
@@ -107,11 +109,31 @@ def test_search_end_to_end(ray_runtime: None, settings: Settings) -> None:
     assert result.model_version == "1"
     versions = client.search_model_versions("name='autoft-test-job'")
     assert len(versions) == 1 and versions[0].run_id == parent[0].info.run_id
-    assert [r["method"] for r in result.results] == ["autoft", "autoft_wise_ft", "ft", "lp", "lp_ft"]
-    wise = result.results[1]
+    methods = [r["method"] for r in result.results]
+    assert methods == ["autoft", "autoft_wise_ft", "autoft_soup", "ft", "lp", "lp_ft"]
+    rows = {r["method"]: r for r in result.results}
+    wise = rows["autoft_wise_ft"]
     assert wise["wise_ft/alpha"] in (0.0, 0.5, 1.0)
     if wise["wise_ft/alpha"] == 1.0:  # α = 1 is the AutoFT model itself
         assert wise["id_test/accuracy"] == pytest.approx(result.results[0]["id_test/accuracy"])
+    # the start (the cross-validated probe = the lp row) is scored and never beaten by the WiSE-FT row
+    start = result.selection["start"]
+    assert start["ood_val/accuracy"] == pytest.approx(rows["lp"]["ood_val/accuracy"])
+    assert wise["ood_val/accuracy"] >= start["ood_val/accuracy"] - 1e-9
+    assert rows["lp"]["lp/C"] > 0 and "start/ood_val/accuracy" in parent[0].data.metrics
+    assert rows["autoft_soup"]["ood_val/accuracy"] >= rows["autoft"]["ood_val/accuracy"] - 1e-9
+    # baselines picked their LR from the grid on ID val; the selected row is an AutoFT row and registered
+    base = spec.search.lr.base
+    assert rows["ft"]["optim/lr"] in (pytest.approx(0.3 * base), pytest.approx(base))
+    selected = [m for m, r in rows.items() if r["selected"]]
+    assert selected == [result.selection["selected_row"]]
+    assert selected[0] in ("autoft", "autoft_wise_ft", "autoft_soup")
+    best_ood = max(rows[m]["ood_val/accuracy"] for m in ("autoft", "autoft_wise_ft", "autoft_soup"))
+    assert rows[selected[0]]["ood_val/accuracy"] == best_ood
+    tags = client.get_run(parent[0].info.run_id).data.tags
+    assert tags["autoft.selected_row"] == selected[0]
+    assert result.selection["chosen"] == result.best_trial and result.selection["rule"] == "one_se"
+    assert rows["autoft"]["id_test/accuracy/ci_low"] <= rows["autoft"]["id_test/accuracy"]
     row = result.results[0]
     for key in ("id_test/accuracy", "ood_val/accuracy", "ood_test/blur/accuracy", "ood_test/mean/accuracy"):
         assert 0.0 <= row[key] <= 1.0
@@ -123,7 +145,7 @@ def test_resume_runs_only_missing_trials(ray_runtime: None, settings: Settings) 
     spec = parse_spec(  # still in the sampler's random startup phase when extended
         small_spec(
             budget={**small_spec()["budget"], "trials": 3},
-            final={"steps": 10, "baselines": []},
+            final={**LEAN_FINAL, "steps": 10, "baselines": []},
             search={"sampler": {"seed": 0, "n_startup_trials": 8}},
         )
     )
@@ -164,7 +186,7 @@ def test_cancel_stops_the_search_and_closes_runs(ray_runtime: None, settings: Se
 def test_warm_start_and_top_k_reevaluation(ray_runtime: None, settings: Settings) -> None:
     base = small_spec()["budget"]
     engine = Engine(settings)
-    first = parse_spec(small_spec(budget={**base, "trials": 3}, final={"steps": 5, "baselines": []}))
+    first = parse_spec(small_spec(budget={**base, "trials": 3}, final={**LEAN_FINAL, "steps": 5, "baselines": []}))
     engine.run(first, job_id="job-source", listener=Recorder())
 
     spec = parse_spec(
@@ -172,7 +194,7 @@ def test_warm_start_and_top_k_reevaluation(ray_runtime: None, settings: Settings
             name="warm",
             search={"warm_start_from": ["job-source"], "sampler": {"seed": 1, "n_startup_trials": 1}},
             budget={**base, "trials": 2},
-            final={"steps": 5, "baselines": ["ft"], "reevaluate": {"top_k": 2, "seeds": [5]}},
+            final={**LEAN_FINAL, "steps": 5, "baselines": ["ft"], "reevaluate": {"top_k": 2, "seeds": [5]}},
         )
     )
     rec = Recorder()
@@ -205,7 +227,7 @@ def test_multi_objective_with_id_drop_constraint(ray_runtime: None, settings: Se
             search={"methods": ["spd"], "sampler": {"seed": 0, "n_startup_trials": 3}},
             budget={**small_spec()["budget"], "trials": 6},
             final={
-                "steps": 5,
+                **LEAN_FINAL, "steps": 5,
                 "baselines": ["ft", "l2_sp", "spd", {"name": "wise_ft", "params": {"base": "ft"}}],
             },
         )

@@ -19,6 +19,7 @@ from autoft_service.engine import Engine, JobHandles, JobListener, TrialEvent
 from autoft_service.errors import InvalidSpec
 from autoft_service.settings import Settings
 from autoft_service.spec import parse_spec
+from tests.conftest import LEAN_FINAL
 from workers.images.synthetic_data import make_image_folder, make_manifest
 from workers.images.tiny_models import save_tiny_hf, save_tiny_open_clip, save_tiny_timm
 
@@ -113,7 +114,7 @@ def image_spec(model: dict[str, Any], baselines: list[str], **params: Any) -> di
             "max_concurrent": 2,
             "early_stopping": {"type": "none"},
         },  # fmt: skip
-        "final": {"steps": 8, "baselines": baselines},
+        "final": {**LEAN_FINAL, "steps": 8, "baselines": baselines},
     }
 
 

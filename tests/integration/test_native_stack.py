@@ -13,7 +13,7 @@ import httpx
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import small_spec
+from tests.conftest import LEAN_FINAL, small_spec
 from tests.integration.service.conftest import REPO
 
 pytestmark = pytest.mark.integration
@@ -30,7 +30,7 @@ def test_job_runs_on_a_two_node_ray_cluster_with_an_mlflow_server(native_stack: 
         name="native",
         budget={**small_spec()["budget"], "trials": 4, "inner_steps": 30, "max_concurrent": 2,
                 "early_stopping": {"type": "none"}},
-        final={"steps": 10, "baselines": ["ft"]},
+        final={**LEAN_FINAL, "steps": 10, "baselines": ["ft"]},
     )  # fmt: skip
     with httpx.Client(
         base_url=native_stack["AUTOFT_URL"], headers={"Authorization": f"Bearer {key}"}, timeout=30

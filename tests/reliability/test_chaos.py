@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 from autoft_service.engine import Engine, JobListener, TrialEvent
 from autoft_service.settings import Settings
 from autoft_service.spec import parse_spec
-from tests.conftest import small_spec
+from tests.conftest import LEAN_FINAL, small_spec
 from tests.integration.service.conftest import api, make_stack, wait_state
 
 pytestmark = pytest.mark.integration
@@ -32,7 +32,7 @@ def test_runner_killed_at_random_points_loses_nothing(tmp_path: Path, task_cache
     spec = small_spec(
         name="chaos",
         budget={**small_spec()["budget"], "trials": budget, "inner_steps": 30},
-        final={"steps": 10, "baselines": ["ft"]},
+        final={**LEAN_FINAL, "steps": 10, "baselines": ["ft"]},
     )
     kills, seen = 0, {}
     t0 = time.time()
@@ -122,7 +122,7 @@ def test_killed_ray_worker_trial_is_retried(ray_runtime: None, tmp_path: Path, t
             name="worker-kill",
             budget={**small_spec()["budget"], "trials": 3, "max_failures": 2, "inner_steps": 40,
                     "early_stopping": {"type": "none"}},
-            final={"steps": 5, "baselines": []},
+            final={**LEAN_FINAL, "steps": 5, "baselines": []},
         )
     )  # fmt: skip
     listener = _KillOneWorker()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import small_spec
+from tests.conftest import LEAN_FINAL, small_spec
 from tests.integration.service.conftest import api, make_stack, wait_state
 
 pytestmark = pytest.mark.integration
@@ -32,7 +32,7 @@ def test_job_survives_a_postgres_restart(postgres_url: str, tmp_path: Path, task
     key = stack.create_key("acme")
     budget = 8
     spec = small_spec(name="pg-restart", budget={**small_spec()["budget"], "trials": budget, "inner_steps": 30},
-                      final={"steps": 10, "baselines": ["ft"]})  # fmt: skip
+                      final={**LEAN_FINAL, "steps": 10, "baselines": ["ft"]})  # fmt: skip
     try:
         stack.start()
         with api(stack, key) as c:

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import small_spec
+from tests.conftest import LEAN_FINAL, small_spec
 from tests.integration.service.conftest import REPO
 
 pytestmark = pytest.mark.integration
@@ -32,7 +32,7 @@ def test_trials_continue_while_mlflow_is_down(native_stack: dict[str, str]) -> N
             "inner_steps": 30,
             "early_stopping": {"type": "none"},
         },
-        final={"steps": 10, "baselines": ["ft"]},
+        final={**LEAN_FINAL, "steps": 10, "baselines": ["ft"]},
     )
     with httpx.Client(
         base_url=env["AUTOFT_URL"], headers={"Authorization": f"Bearer {key}"}, timeout=30

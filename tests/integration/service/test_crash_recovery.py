@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from autoft_service.settings import Settings
-from tests.conftest import small_spec
+from tests.conftest import LEAN_FINAL, small_spec
 from tests.integration.service.conftest import api, make_stack, wait_state
 
 pytestmark = pytest.mark.integration
@@ -26,7 +26,7 @@ def test_kill_and_restart_resumes_the_job(
     spec = small_spec(
         name="survivor",
         budget={**small_spec()["budget"], "trials": trials, "inner_steps": 30, "max_concurrent": 2},
-        final={"steps": 10, "baselines": ["ft"]},
+        final={**LEAN_FINAL, "steps": 10, "baselines": ["ft"]},
     )
     try:
         first = stack.start()

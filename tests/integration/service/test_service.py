@@ -11,7 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from autoft_service.settings import Settings
-from tests.conftest import small_spec
+from tests.conftest import LEAN_FINAL, small_spec
 from tests.integration.service.conftest import Stack, api, make_stack, wait_state
 
 pytestmark = pytest.mark.integration
@@ -32,14 +32,14 @@ def _spec(name: str, trials: int = 4) -> dict:
     return small_spec(
         name=name,
         budget={**small_spec()["budget"], "trials": trials, "inner_steps": 20},
-        final={"steps": 10, "baselines": ["ft"]},
+        final={**LEAN_FINAL, "steps": 10, "baselines": ["ft"]},
     )
 
 
 def test_submit_runs_to_success_with_results(stack: Stack) -> None:
     with api(stack, stack.keys["globex"]) as g:  # type: ignore[attr-defined]
         # another tenant's job of the same name must not land in acme's experiment or registered model
-        other = g.post("/jobs", json={**_spec("ok-job", trials=1), "final": {"steps": 5, "baselines": []}})
+        other = g.post("/jobs", json={**_spec("ok-job", trials=1), "final": {**LEAN_FINAL, "steps": 5, "baselines": []}})
         assert other.status_code == 202, other.text
     with api(stack, stack.keys["acme"]) as c:  # type: ignore[attr-defined]
         r = c.post("/jobs", json=_spec("ok-job"))
@@ -240,7 +240,7 @@ def test_image_job_over_http_reads_only_its_data_root(stack: Stack) -> None:
         "search": {"sampler": {"seed": 0, "n_startup_trials": 2}},
         "budget": {"trials": 2, "inner_steps": 6, "eval_every": 3, "batch_size": 8, "max_concurrent": 2,
                    "early_stopping": {"type": "none"}},
-        "final": {"steps": 6, "baselines": ["ft"]},
+        "final": {**LEAN_FINAL, "steps": 6, "baselines": ["ft"]},
     }  # fmt: skip
     with api(stack, stack.keys["acme"]) as c:  # type: ignore[attr-defined]
         outside = {**data, "ood_val": {"format": "imagefolder", "path": str(stack.data_dir)}}
