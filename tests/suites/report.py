@@ -12,7 +12,11 @@ from autoft_service.store import JobRecord, TrialRecord
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 CHART_IDS = ("history", "importance", "id-vs-ood")
-SPEC = {"name": "digits-autoft", "objective": {"metric": "ood_val/accuracy", "mode": "max"}}
+SPEC = {
+    "name": "digits-autoft",
+    "objective": {"metric": "ood_val/accuracy", "mode": "max"},
+    "search": {"lr": {"base": 3e-3, "relative_range": [0.01, 100.0]}},  # the range the trials below span
+}
 
 #: The final stage's results table (fractions); the expected cells in % are in ``EXPECTED_TABLE``.
 RESULTS_ROWS: list[dict[str, Any]] = [

@@ -38,7 +38,10 @@ def test_sampled_lr_is_the_lr_the_optimizer_uses(prepared: PreparedTask, lr: flo
                  on_eval=lambda step, m: seen.append(m["optim/lr"]))  # fmt: skip
     assert seen == [lr]
     # AdamW's first step moves every parameter with a gradient by ~lr (|m̂/√v̂| = 1): the LR really applied
-    delta = max(float((p - before[k]).abs().max()) for k, p in model.state_dict().items())
+    # (the backbone's: the probe head's weights are large enough for float32 rounding to blur the step)
+    delta = max(
+        float((p - before[k]).abs().max()) for k, p in model.state_dict().items() if not k.startswith("head.")
+    )
     assert delta == pytest.approx(lr, rel=0.02)
 
 
