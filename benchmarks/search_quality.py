@@ -44,17 +44,19 @@ CONFIGS: dict[str, dict[str, Any]] = {
 AUTOFT_ROWS = ("autoft", "autoft_wise_ft", "autoft_soup")
 
 
-def trial_steps(settings: Settings, job_id: str) -> int:
-    """Inner steps the job's trials trained (the last reported step of each finished trial)."""
+def trial_steps(settings: Settings, job_id: str, eval_every: int) -> int:
+    """Inner steps the job's trials trained: each trial's report count (Optuna keys its intermediate values
+    by report) times the report cadence."""
     study = optuna.load_study(study_name=f"autoft-{job_id}", storage=settings.optuna_url)
-    return sum(max(t.intermediate_values, default=0) for t in study.trials)
+    return sum(len(t.intermediate_values) * eval_every for t in study.trials)
 
 
 def run_config(
     settings: Settings, name: str, seeds: list[int], args: argparse.Namespace, asha: bool
-) -> tuple[dict[str, dict[str, list[float]]], list[float], list[int]]:
+) -> tuple[dict[str, dict[str, list[float]]], list[float], list[float]]:
     rows: dict[str, dict[str, list[float]]] = {}
-    times, steps = [], []
+    times: list[float] = []
+    steps: list[float] = []
     for seed in seeds:
         d = demo_spec_dict()
         d["name"] = f"bench-{name}-s{seed}"
@@ -71,7 +73,8 @@ def run_config(
         job_id = f"{name}-{seed}-{'asha' if asha else 'full'}-{int(t0)}"
         result = Engine(settings).run(parse_spec(d), job_id=job_id)
         times.append(time.time() - t0)
-        steps.append(trial_steps(settings, job_id))
+        b = d["budget"]
+        steps.append(trial_steps(settings, job_id, b["eval_every"]) / (b["trials"] * b["inner_steps"]))
         for r in result.results:
             names = [r["method"], *(["selected"] if r.get("selected") else [])]
             for method in names:
@@ -125,7 +128,8 @@ def main() -> None:
             print_table(console, f"{label}: test accuracy (%), mean ± 95% CI", rows)
             console.print(
                 f"wall time per job: {', '.join(f'{t:.0f}s' for t in times)}; "
-                f"trial steps per job: {', '.join(map(str, steps))} (mean {statistics.mean(steps):.0f})\n"
+                f"trial steps per job, as a fraction of trials x inner_steps: "
+                f"{', '.join(f'{x:.2f}' for x in steps)} (mean {statistics.mean(steps):.2f})\n"
             )
 
 

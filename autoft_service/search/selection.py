@@ -87,8 +87,12 @@ def select_trial(
         reason = (
             f"trial {chosen.trial} is within one standard error ({se:.4f}, n={n}) of the best "
             f"({best.value:.4f}) and moved least from the pretrained weights "
-            f"(distance {chosen.distance:.3g} vs {best.distance if best.distance is not None else 'n/a'})"
+            f"(distance {_fmt(chosen.distance)} vs {_fmt(best.distance)})"
         )
     return Selection(
         chosen.trial, best.trial, chosen.value, best.value, se, sorted(c.trial for c in ties), rule, reason
     )
+
+
+def _fmt(distance: float | None) -> str:
+    return "n/a" if distance is None else f"{distance:.3g}"
