@@ -7,7 +7,7 @@ from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
-from autoft_service.store import EventRecord, JobRecord, TrialRecord
+from autoft_service.store import EventRecord, JobRecord, JobSummaryRecord, TrialRecord
 
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 TrialState = Literal["running", "completed", "pruned", "failed", "interrupted"]
@@ -42,8 +42,13 @@ class JobSummary(BaseModel):
     def from_record(cls, job: JobRecord) -> JobSummary:
         return cls(**_summary_fields(job))
 
+    @classmethod
+    def from_summary(cls, job: JobSummaryRecord) -> JobSummary:
+        """The listed job from the columns the store reads for a job list."""
+        return cls(**_summary_fields(job))
 
-def _summary_fields(job: JobRecord) -> dict[str, Any]:
+
+def _summary_fields(job: JobRecord | JobSummaryRecord) -> dict[str, Any]:
     return {
         "id": job.id,
         "name": job.name,

@@ -137,9 +137,9 @@ class Database:
         self.url = url
         self.engine = make_engine(url, **engine_kwargs)
         self.dialect = self.engine.dialect.name
-        write_engine = self.engine.execution_options(**{_WRITE: True})
+        self._write_engine = self.engine.execution_options(**{_WRITE: True})
         self._read = sessionmaker(self.engine, expire_on_commit=False)
-        self._write = sessionmaker(write_engine, expire_on_commit=False)
+        self._write = sessionmaker(self._write_engine, expire_on_commit=False)
         self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @contextmanager
@@ -149,6 +149,13 @@ class Database:
         factory = self._write if write else self._read
         with _outages_unavailable(), factory.begin() as s:
             yield s
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A write transaction on a Core connection (no ORM unit of work), for inserts whose values are
+        all known: committed on success, rolled back on any error, outages as ``BackendUnavailable``."""
+        with _outages_unavailable(), self._write_engine.begin() as conn:
+            yield conn
 
     @contextmanager
     def reader(self) -> Iterator[Connection]:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
+from functools import cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, Select, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -15,13 +16,49 @@ from autoft_service.errors import InvalidSpec, JobNotFound, JobStateConflict
 from autoft_service.spec import JobSpec
 from autoft_service.store.base import StoreBase
 from autoft_service.store.db import finite
-from autoft_service.store.models import JOB_STATES, Job, Trial
-from autoft_service.store.records import JobRecord
+from autoft_service.store.models import JOB_STATES, Job, JobEvent, Trial
+from autoft_service.store.records import JobRecord, JobSummaryRecord
 from autoft_service.store.transitions import transition
 
 MAX_EXTRA_TRIALS = 10_000
 #: The job columns of a :class:`JobRecord`, in its field order (reads that skip the ORM build it from these).
 _RECORD_COLUMNS = [Job.__table__.c[f] for f in JobRecord.__dataclass_fields__]
+_SUMMARY_COLUMNS = [Job.__table__.c[f] for f in JobSummaryRecord.__dataclass_fields__]
+_INSERT_JOB = insert(Job)
+_INSERT_EVENT = insert(JobEvent)
+
+
+# The API's hot reads run statements built once, with bound parameters: building a statement (and its
+# cache key) costs about as much as executing it.
+@cache
+def _job_by_id(scoped: bool) -> Select[Any]:
+    q = select(*_RECORD_COLUMNS).where(Job.id == bindparam("job_id"))
+    return q.where(Job.tenant == bindparam("tenant")) if scoped else q
+
+
+def _filters(scoped: bool, by_state: bool) -> list[ColumnElement[bool]]:
+    conds: list[ColumnElement[bool]] = []
+    if scoped:
+        conds.append(Job.tenant == bindparam("tenant"))
+    if by_state:
+        conds.append(Job.state == bindparam("state"))
+    return conds
+
+
+@cache
+def _job_count(scoped: bool, by_state: bool) -> Select[Any]:
+    return select(func.count()).select_from(Job).where(*_filters(scoped, by_state))
+
+
+@cache
+def _job_page(scoped: bool, by_state: bool, summary: bool) -> Select[Any]:
+    return (
+        select(*(_SUMMARY_COLUMNS if summary else _RECORD_COLUMNS))
+        .where(*_filters(scoped, by_state))
+        .order_by(Job.created_at.desc(), Job.id.desc())
+        .limit(bindparam("limit"))
+        .offset(bindparam("offset"))
+    )
 
 
 def check_trial_ceiling(
@@ -65,18 +102,21 @@ class JobOps(StoreBase):
                 return existing, False
         check_trial_ceiling(spec.budget.trials, max_trials, field="budget.trials")
         now = self.now()
-        row = Job(
+        record = JobRecord(
             id=uuid.uuid4().hex, tenant=tenant, name=spec.name, spec=spec_json, state="queued",
-            created_at=now, updated_at=now, idempotency_key=idempotency_key, attempts=0,
-            cancel_requested=False, trials_total=spec.budget.trials, trials_done=0, extra_trials=0,
-            retry_requests=[],
+            created_at=now, updated_at=now, started_at=None, finished_at=None,
+            idempotency_key=idempotency_key, owner=None, lease_expires_at=None, attempts=0,
+            cancel_requested=False, trials_total=spec.budget.trials, trials_done=0, best_value=None,
+            best_params=None, results=None, error=None, mlflow_experiment_id=None, mlflow_parent_run_id=None,
+            optuna_study_name=None, extra_trials=0, retry_requests=[],
         )  # fmt: skip
+        event = {"job_id": record.id, "at": now, "kind": "created", "message": f"job {spec.name!r} queued",
+                 "data": None}  # fmt: skip
         try:
-            with self.db.session(write=True) as s:
-                s.add(row)
-                s.flush()
-                self._event(s, row.id, "created", f"job {spec.name!r} queued")
-                record = JobRecord.of(row)
+            # Core inserts of values known here: the ORM's unit of work cost more than the two statements.
+            with self.db.transaction() as conn:
+                conn.execute(_INSERT_JOB, {f: getattr(record, f) for f in JobRecord.__dataclass_fields__})
+                conn.execute(_INSERT_EVENT, event)
         except IntegrityError:
             # A concurrent request with the same key won the insert: answer as its repeat.
             if idempotency_key is None:
@@ -113,11 +153,8 @@ class JobOps(StoreBase):
     def get_job(self, tenant: str | None, job_id: str) -> JobRecord:
         """The job ``job_id``; ``tenant=None`` means any tenant (runners), otherwise another tenant's job
         raises ``JobNotFound``."""
-        q = select(*_RECORD_COLUMNS).where(Job.id == job_id)
-        if tenant is not None:
-            q = q.where(Job.tenant == tenant)
         with self.db.reader() as conn:  # columns, not ORM objects: the API's hottest read
-            row = conn.execute(q).first()
+            row = conn.execute(_job_by_id(tenant is not None), {"job_id": job_id, "tenant": tenant}).first()
         if row is None:
             raise JobNotFound(f"job {job_id!r} not found", field="job_id")
         return JobRecord(*row)
@@ -126,23 +163,27 @@ class JobOps(StoreBase):
         self, tenant: str | None, state: str | None = None, limit: int = 20, offset: int = 0
     ) -> tuple[list[JobRecord], int]:
         """One page of jobs, newest first, and the total count matching the filter."""
+        rows, total = self._page(tenant, state, limit, offset, summary=False)
+        return [JobRecord(*r) for r in rows], total
+
+    def list_job_summaries(
+        self, tenant: str | None, state: str | None = None, limit: int = 20, offset: int = 0
+    ) -> tuple[list[JobSummaryRecord], int]:
+        """:meth:`list_jobs` without the columns a job list does not show (spec, results, ...)."""
+        rows, total = self._page(tenant, state, limit, offset, summary=True)
+        return [JobSummaryRecord(*r) for r in rows], total
+
+    def _page(
+        self, tenant: str | None, state: str | None, limit: int, offset: int, *, summary: bool
+    ) -> tuple[list[Any], int]:
         if state is not None and state not in JOB_STATES:
             raise InvalidSpec(f"unknown state {state!r}; valid: {', '.join(JOB_STATES)}", field="state")
-        conds: list[ColumnElement[bool]] = []
-        if tenant is not None:
-            conds.append(Job.tenant == tenant)
-        if state is not None:
-            conds.append(Job.state == state)
+        scoped, by_state = tenant is not None, state is not None
+        params = {"tenant": tenant, "state": state, "limit": limit, "offset": offset}
         with self.db.reader() as conn:
-            total = conn.scalar(select(func.count()).select_from(Job).where(*conds)) or 0
-            rows = conn.execute(
-                select(*_RECORD_COLUMNS)
-                .where(*conds)
-                .order_by(Job.created_at.desc(), Job.id.desc())
-                .limit(limit)
-                .offset(offset)
-            ).all()
-        return [JobRecord(*r) for r in rows], total
+            total = conn.scalar(_job_count(scoped, by_state), params) or 0
+            rows = conn.execute(_job_page(scoped, by_state, summary), params).all()
+        return list(rows), total
 
     # Claims and leases ------------------------------------------------------------------------------------
     def _claimable(self) -> ColumnElement[bool]:

@@ -6,6 +6,7 @@ Each backend's folder has ``class TestXStore(StoreCases)`` and a conftest that i
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import threading
 from collections.abc import Callable, Iterator
@@ -23,7 +24,7 @@ from autoft_service.errors import (
     TrialNotFound,
     Unauthorized,
 )
-from autoft_service.store import JobStore, current_revision
+from autoft_service.store import JobStore, JobSummaryRecord, current_revision
 from autoft_service.store.db import VERSION_TABLE
 from autoft_service.store.models import ApiKey, Base
 from tests.suites.store_helpers import FakeClock, spec
@@ -168,6 +169,25 @@ class StoreCases:
         assert n == 1 and cancelled[0].id == ids[0]
         with pytest.raises(InvalidSpec):
             store.list_jobs("acme", state="bogus")
+
+    def test_job_summaries_are_the_listed_jobs_without_their_spec(self, store: JobStore) -> None:
+        for i in range(3):
+            store.create_job("acme", spec(f"j{i}"))
+        store.request_cancel("globex", store.create_job("globex", spec("other"))[0].id)
+        for tenant, state in [
+            ("acme", None),
+            ("acme", "queued"),
+            (None, None),
+            (None, "cancelled"),
+            ("globex", "cancelled"),
+        ]:
+            full, total = store.list_jobs(tenant, state=state, limit=2, offset=1)
+            summaries, n = store.list_job_summaries(tenant, state=state, limit=2, offset=1)
+            assert n == total
+            assert [dataclasses.asdict(s) for s in summaries] == [
+                {f: getattr(j, f) for f in JobSummaryRecord.__dataclass_fields__} for j in full
+            ]
+        assert store.list_job_summaries("acme")[1] == 3 and store.list_job_summaries(None)[1] == 4
 
     # Claims and leases ----------------------------------------------------------------------------------
     def test_claim_takes_oldest_queued_job_with_a_lease(self, store: JobStore, clock: FakeClock) -> None:

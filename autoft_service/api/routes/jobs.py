@@ -114,8 +114,10 @@ async def list_jobs(
     offset: Annotated[int, Query(ge=0, le=1_000_000_000, description="Items to skip.")] = 0,
 ) -> JobPage:
     """List this tenant's jobs, newest first."""
-    items, total = await run_in_threadpool(store.list_jobs, tenant, state=state, limit=limit, offset=offset)
-    return JobPage(items=[JobSummary.from_record(j) for j in items], total=total, limit=limit, offset=offset)
+    items, total = await run_in_threadpool(
+        store.list_job_summaries, tenant, state=state, limit=limit, offset=offset
+    )
+    return JobPage(items=[JobSummary.from_summary(j) for j in items], total=total, limit=limit, offset=offset)
 
 
 @router.get("/jobs/{job_id}", response_model=JobDetail)
