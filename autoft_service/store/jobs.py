@@ -8,15 +8,17 @@ from datetime import timedelta
 from functools import cache
 from typing import Any
 
+from anyio.to_thread import run_sync
 from sqlalchemy import ColumnElement, Select, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from autoft_service.errors import InvalidSpec, JobNotFound, JobStateConflict
 from autoft_service.spec import JobSpec
+from autoft_service.store.aio import compile_pg
 from autoft_service.store.base import StoreBase
 from autoft_service.store.db import finite
-from autoft_service.store.models import JOB_STATES, Job, JobEvent, Trial
+from autoft_service.store.models import JOB_STATES, Job, JobEvent, Trial, UTCDateTime
 from autoft_service.store.records import JobRecord, JobSummaryRecord
 from autoft_service.store.transitions import transition
 
@@ -24,6 +26,8 @@ MAX_EXTRA_TRIALS = 10_000
 #: The job columns of a :class:`JobRecord`, in its field order (reads that skip the ORM build it from these).
 _RECORD_COLUMNS = [Job.__table__.c[f] for f in JobRecord.__dataclass_fields__]
 _SUMMARY_COLUMNS = [Job.__table__.c[f] for f in JobSummaryRecord.__dataclass_fields__]
+_RECORD_UTC = [i for i, c in enumerate(_RECORD_COLUMNS) if isinstance(c.type, UTCDateTime)]
+_SUMMARY_UTC = [i for i, c in enumerate(_SUMMARY_COLUMNS) if isinstance(c.type, UTCDateTime)]
 _INSERT_JOB = insert(Job)
 _INSERT_EVENT = insert(JobEvent)
 
@@ -34,6 +38,11 @@ _INSERT_EVENT = insert(JobEvent)
 def _job_by_id(scoped: bool) -> Select[Any]:
     q = select(*_RECORD_COLUMNS).where(Job.id == bindparam("job_id"))
     return q.where(Job.tenant == bindparam("tenant")) if scoped else q
+
+
+@cache
+def _pg_sql(statement: Select[Any]) -> str:
+    return compile_pg(statement)
 
 
 def _filters(scoped: bool, by_state: bool) -> list[ColumnElement[bool]]:
@@ -184,6 +193,35 @@ class JobOps(StoreBase):
             total = conn.scalar(_job_count(scoped, by_state), params) or 0
             rows = conn.execute(_job_page(scoped, by_state, summary), params).all()
         return list(rows), total
+
+    # The same reads for async callers (the API): on the event loop on PostgreSQL, else in the thread pool.
+    async def get_job_async(self, tenant: str | None, job_id: str) -> JobRecord:
+        """:meth:`get_job`, awaitable."""
+        if self.aio is None:
+            return await run_sync(self.get_job, tenant, job_id)
+        sql = _pg_sql(_job_by_id(tenant is not None))
+        [rows] = await self.aio.fetch([(sql, {"job_id": job_id, "tenant": tenant}, _RECORD_UTC)])
+        if not rows:
+            raise JobNotFound(f"job {job_id!r} not found", field="job_id")
+        return JobRecord(*rows[0])
+
+    async def list_job_summaries_async(
+        self, tenant: str | None, state: str | None = None, limit: int = 20, offset: int = 0
+    ) -> tuple[list[JobSummaryRecord], int]:
+        """:meth:`list_job_summaries`, awaitable."""
+        if self.aio is None:
+            return await run_sync(lambda: self.list_job_summaries(tenant, state, limit, offset))
+        if state is not None and state not in JOB_STATES:
+            raise InvalidSpec(f"unknown state {state!r}; valid: {', '.join(JOB_STATES)}", field="state")
+        scoped, by_state = tenant is not None, state is not None
+        params: dict[str, Any] = {"tenant": tenant, "state": state, "limit": limit, "offset": offset}
+        [[(total,)], rows] = await self.aio.fetch(
+            [
+                (_pg_sql(_job_count(scoped, by_state)), params, ()),
+                (_pg_sql(_job_page(scoped, by_state, True)), params, _SUMMARY_UTC),
+            ]
+        )
+        return [JobSummaryRecord(*r) for r in rows], int(total)
 
     # Claims and leases ------------------------------------------------------------------------------------
     def _claimable(self) -> ColumnElement[bool]:

@@ -6,6 +6,7 @@ Each backend's folder has ``class TestXStore(StoreCases)`` and a conftest that i
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import threading
@@ -188,6 +189,31 @@ class StoreCases:
                 {f: getattr(j, f) for f in JobSummaryRecord.__dataclass_fields__} for j in full
             ]
         assert store.list_job_summaries("acme")[1] == 3 and store.list_job_summaries(None)[1] == 4
+
+    def test_async_reads_match_the_sync_ones(self, store: JobStore) -> None:
+        ids = [store.create_job("acme", spec(f"j{i}"))[0].id for i in range(3)]
+        store.request_cancel("acme", ids[1])
+        store.create_job("globex", spec("other"))
+
+        async def reads() -> None:
+            for tenant in ("acme", None):
+                assert await store.get_job_async(tenant, ids[0]) == store.get_job(tenant, ids[0])
+            with pytest.raises(JobNotFound):
+                await store.get_job_async("globex", ids[0])
+            for tenant, state in [("acme", None), ("acme", "cancelled"), (None, None), (None, "queued")]:
+                for limit, offset in [(2, 0), (2, 1), (10, 5)]:
+                    assert await store.list_job_summaries_async(
+                        tenant, state=state, limit=limit, offset=offset
+                    ) == store.list_job_summaries(tenant, state=state, limit=limit, offset=offset)
+            with pytest.raises(InvalidSpec):
+                await store.list_job_summaries_async("acme", state="bogus")
+            job = await store.get_job_async("acme", ids[0])
+            assert (
+                job.created_at.tzinfo is UTC and job.updated_at.tzinfo is UTC
+            )  # as the sync reads give them
+
+        asyncio.run(reads())
+        asyncio.run(reads())  # a second event loop (the async pool follows the running loop)
 
     # Claims and leases ----------------------------------------------------------------------------------
     def test_claim_takes_oldest_queued_job_with_a_lease(self, store: JobStore, clock: FakeClock) -> None:

@@ -103,8 +103,8 @@ async def submit_job(
     return JobDetail.from_record(job, settings.mlflow_ui_url)
 
 
-# The read routes are async and send only the store call to the thread pool: a sync route would also
-# validate its response there, a second thread hop per request.
+# The read routes are async and await the store's async reads (on the event loop on PostgreSQL, in the
+# thread pool elsewhere): a sync route would also validate its response in the thread pool.
 @router.get("/jobs", response_model=JobPage)
 async def list_jobs(
     tenant: Tenant,
@@ -114,16 +114,14 @@ async def list_jobs(
     offset: Annotated[int, Query(ge=0, le=1_000_000_000, description="Items to skip.")] = 0,
 ) -> JobPage:
     """List this tenant's jobs, newest first."""
-    items, total = await run_in_threadpool(
-        store.list_job_summaries, tenant, state=state, limit=limit, offset=offset
-    )
+    items, total = await store.list_job_summaries_async(tenant, state=state, limit=limit, offset=offset)
     return JobPage(items=[JobSummary.from_summary(j) for j in items], total=total, limit=limit, offset=offset)
 
 
 @router.get("/jobs/{job_id}", response_model=JobDetail)
 async def get_job(job_id: str, tenant: Tenant, store: StoreDep, settings: SettingsDep) -> JobDetail:
     """A job's state, progress, best-so-far, results table and MLflow links."""
-    job = await run_in_threadpool(store.get_job, tenant, job_id)
+    job = await store.get_job_async(tenant, job_id)
     return JobDetail.from_record(job, settings.mlflow_ui_url)
 
 

@@ -3,6 +3,7 @@ checks: concurrent migrations, timestamptz columns, an unreachable server."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 
@@ -17,6 +18,7 @@ from autoft_service.store import JobStore, current_revision, init_db
 from autoft_service.store.db import PG_POOL_SIZE
 from tests.conftest import PG_ADMIN_DSN
 from tests.suites.store import StoreCases
+from tests.suites.store_helpers import spec
 
 pytestmark = pytest.mark.integration
 
@@ -117,5 +119,41 @@ def test_the_pool_does_not_open_and_close_overflow_connections() -> None:
         pool = store.db.engine.pool
         assert isinstance(pool, QueuePool)
         assert pool.size() == PG_POOL_SIZE and pool._max_overflow == 0
+    finally:
+        store.close()
+
+
+def test_async_reads_replace_a_connection_killed_while_idle(postgres_url: str) -> None:
+    init_db(postgres_url)
+    store = JobStore(postgres_url, ping_after_idle_s=0.1)
+    job = store.create_job("acme", spec("a"))[0]
+
+    async def read_kill_read() -> None:
+        assert (await store.get_job_async("acme", job.id)).id == job.id
+        assert store.aio is not None
+        [[(pid,)]] = await store.aio.fetch([("SELECT pg_backend_pid()", {}, ())])
+        with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        await asyncio.sleep(0.3)
+        assert (await store.get_job_async("acme", job.id)).id == job.id  # pinged, replaced, answered
+
+    try:
+        asyncio.run(read_kill_read())
+    finally:
+        store.close()
+
+
+def test_async_reads_of_an_unreachable_server_are_backend_unavailable() -> None:
+    store = JobStore("postgresql+psycopg://postgres@127.0.0.1:1/none")
+
+    async def read() -> None:
+        with pytest.raises(BackendUnavailable) as e:
+            await store.get_job_async("acme", "x")
+        assert isinstance(e.value.__cause__, psycopg.OperationalError)
+        with pytest.raises(BackendUnavailable):
+            await store.list_job_summaries_async("acme")
+
+    try:
+        asyncio.run(read())
     finally:
         store.close()
