@@ -34,7 +34,7 @@ VERSION_TABLE = "autoft_alembic_version"
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 #: PostgreSQL connections one engine keeps open (opened on demand, then reused; no overflow connections that
 #: are opened and closed again under load, each one a new server process). Requests beyond it wait.
-PG_POOL_SIZE = 15
+PG_POOL_SIZE = 10
 #: A pooled PostgreSQL connection idle for longer than this is pinged before use (a dead one is replaced);
 #: one in steady use is not, so a busy API pays no extra round trip per request.
 PING_AFTER_IDLE_S = 5.0

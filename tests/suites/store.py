@@ -27,7 +27,7 @@ from autoft_service.errors import (
 )
 from autoft_service.store import JobStore, JobSummaryRecord, current_revision
 from autoft_service.store.db import VERSION_TABLE
-from autoft_service.store.models import ApiKey, Base
+from autoft_service.store.models import ApiKey, Base, Job
 from tests.suites.store_helpers import FakeClock, spec
 
 
@@ -170,6 +170,17 @@ class StoreCases:
         assert n == 1 and cancelled[0].id == ids[0]
         with pytest.raises(InvalidSpec):
             store.list_jobs("acme", state="bogus")
+
+    def test_a_new_job_has_sql_null_results_and_its_created_event(self, store: JobStore) -> None:
+        job, created = store.create_job("acme", spec("a"))
+        assert created and store.get_job("acme", job.id) == job
+        with store.db.engine.connect() as conn:
+            row = conn.execute(
+                select(Job.best_params.is_(None), Job.results.is_(None)).where(Job.id == job.id)
+            )
+            assert row.one() == (True, True)  # SQL NULL, not JSON null: no value yet
+        events, n = store.list_events("acme", job.id)
+        assert n == 1 and events[0].kind == "created" and events[0].data is None
 
     def test_job_summaries_are_the_listed_jobs_without_their_spec(self, store: JobStore) -> None:
         for i in range(3):
