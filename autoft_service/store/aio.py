@@ -121,15 +121,19 @@ class AsyncReads:
         u = make_url(url).set(drivername="postgresql")
         self.pool = AsyncPool(u.render_as_string(hide_password=False), size, ping_after_idle_s)
 
-    async def fetch(self, queries: Sequence[Query]) -> list[list[tuple[Any, ...]]]:
-        """The rows of each query in turn, on one connection."""
+    async def fetch(self, queries: Sequence[Query], *, rows: bool = True) -> list[list[tuple[Any, ...]]]:
+        """The rows of each query in turn, on one connection (``rows=False``: statements that return
+        none, such as an INSERT; each one is its own transaction)."""
         out: list[list[tuple[Any, ...]]] = []
         try:
             async with self.pool.connection() as conn:
                 for sql, params, utc_columns in queries:
                     cur = await conn.execute(sql, params)  # type: ignore[arg-type]  # compiled, not a literal
-                    rows = await cur.fetchall()
-                    out.append([_utc(row, utc_columns) for row in rows] if utc_columns else rows)
+                    if not rows:
+                        out.append([])
+                        continue
+                    got = await cur.fetchall()
+                    out.append([_utc(row, utc_columns) for row in got] if utc_columns else got)
         except psycopg.OperationalError as e:
             raise _unavailable(e) from e
         except psycopg.InterfaceError as e:

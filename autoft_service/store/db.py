@@ -65,7 +65,10 @@ def _json_default(obj: Any) -> Any:
 
 def json_dumps(value: Any) -> str:
     """The JSON serialiser of every JSON column: strict JSON (non-finite floats become null)."""
-    return json.dumps(finite(value), allow_nan=False, default=_json_default)
+    try:  # the common case, without first copying the whole value through finite()
+        return json.dumps(value, allow_nan=False, default=_json_default)
+    except ValueError:  # a NaN or an infinity somewhere
+        return json.dumps(finite(value), allow_nan=False, default=_json_default)
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:

@@ -9,6 +9,7 @@ from functools import cache
 from typing import Any
 
 from anyio.to_thread import run_sync
+from psycopg.types.json import Jsonb
 from sqlalchemy import (
     JSON,
     BindParameter,
@@ -30,7 +31,7 @@ from autoft_service.errors import InvalidSpec, JobNotFound, JobStateConflict
 from autoft_service.spec import JobSpec
 from autoft_service.store.aio import compile_pg
 from autoft_service.store.base import StoreBase
-from autoft_service.store.db import finite
+from autoft_service.store.db import finite, json_dumps
 from autoft_service.store.models import JOB_STATES, Job, JobEvent, Trial, UTCDateTime
 from autoft_service.store.records import JobRecord, JobSummaryRecord
 from autoft_service.store.transitions import transition
@@ -77,8 +78,16 @@ def _job_by_id(scoped: bool) -> Select[Any]:
     return q.where(Job.tenant == bindparam("tenant")) if scoped else q
 
 
+def _pg_json(value: Any, column: ColumnElement[Any]) -> Any:
+    """``value`` of a job ``column`` as psycopg binds it: JSON through :func:`json_dumps` (``None`` is
+    SQL NULL, as in :data:`_INSERT_JOB`), anything else as is."""
+    if value is None or not isinstance(column.type, JSON):
+        return value
+    return Jsonb(value, dumps=json_dumps)
+
+
 @cache
-def _pg_sql(statement: Select[Any]) -> str:
+def _pg_sql(statement: Any) -> str:
     return compile_pg(statement)
 
 
@@ -146,18 +155,8 @@ class JobOps(StoreBase):
             existing = self._by_idempotency_key(tenant, idempotency_key, spec_json)
             if existing is not None:
                 return existing, False
-        check_trial_ceiling(spec.budget.trials, max_trials, field="budget.trials")
-        now = self.now()
-        record = JobRecord(
-            id=uuid.uuid4().hex, tenant=tenant, name=spec.name, spec=spec_json, state="queued",
-            created_at=now, updated_at=now, started_at=None, finished_at=None,
-            idempotency_key=idempotency_key, owner=None, lease_expires_at=None, attempts=0,
-            cancel_requested=False, trials_total=spec.budget.trials, trials_done=0, best_value=None,
-            best_params=None, results=None, error=None, mlflow_experiment_id=None, mlflow_parent_run_id=None,
-            optuna_study_name=None, extra_trials=0, retry_requests=[],
-        )  # fmt: skip
+        record, event = self._new_job(tenant, spec, spec_json, idempotency_key, max_trials)
         values = {f: getattr(record, f) for f in JobRecord.__dataclass_fields__}
-        event = {"at": now, "kind": "created", "message": f"job {spec.name!r} queued", "data": None}
         try:
             # Core inserts of values known here: the ORM's unit of work cost more than the statements.
             if self.db.dialect == "postgresql":
@@ -177,6 +176,49 @@ class JobOps(StoreBase):
             if existing is None:
                 raise
             return existing, False
+        return record, True
+
+    def _new_job(
+        self,
+        tenant: str,
+        spec: JobSpec,
+        spec_json: dict[str, Any],
+        idempotency_key: str | None,
+        max_trials: int | None,
+    ) -> tuple[JobRecord, dict[str, Any]]:
+        """The record of a new queued job and its ``created`` event (``InvalidSpec`` above the ceiling)."""
+        check_trial_ceiling(spec.budget.trials, max_trials, field="budget.trials")
+        now = self.now()
+        record = JobRecord(
+            id=uuid.uuid4().hex, tenant=tenant, name=spec.name, spec=spec_json, state="queued",
+            created_at=now, updated_at=now, started_at=None, finished_at=None,
+            idempotency_key=idempotency_key, owner=None, lease_expires_at=None, attempts=0,
+            cancel_requested=False, trials_total=spec.budget.trials, trials_done=0, best_value=None,
+            best_params=None, results=None, error=None, mlflow_experiment_id=None, mlflow_parent_run_id=None,
+            optuna_study_name=None, extra_trials=0, retry_requests=[],
+        )  # fmt: skip
+        return record, {"at": now, "kind": "created", "message": f"job {spec.name!r} queued", "data": None}
+
+    async def create_job_async(
+        self,
+        tenant: str,
+        spec: JobSpec,
+        idempotency_key: str | None = None,
+        *,
+        max_trials: int | None = None,
+    ) -> tuple[JobRecord, bool]:
+        """:meth:`create_job`, awaitable. On PostgreSQL a plain submission (no Idempotency-Key, no warm
+        start: nothing to read first) is one statement on the event loop; the others, and every submission
+        elsewhere, run :meth:`create_job` in the thread pool."""
+        if self.aio is None or idempotency_key is not None or spec.search.warm_start_from:
+            return await run_sync(
+                lambda: self.create_job(tenant, spec, idempotency_key, max_trials=max_trials)
+            )
+        record, event = self._new_job(tenant, spec, spec.model_dump(mode="json"), None, max_trials)
+        params = {c.name: _pg_json(getattr(record, c.name), c) for c in _RECORD_COLUMNS}
+        params.update({f"event_{k}": v for k, v in event.items()})
+        params["event_data"] = Jsonb(event["data"], dumps=json_dumps)  # JSON null, as the sync insert
+        await self.aio.fetch([(_pg_sql(_insert_job_and_event()), params, ())], rows=False)
         return record, True
 
     def _check_warm_start_sources(self, tenant: str, job_ids: list[str]) -> None:

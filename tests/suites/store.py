@@ -182,6 +182,28 @@ class StoreCases:
         events, n = store.list_events("acme", job.id)
         assert n == 1 and events[0].kind == "created" and events[0].data is None
 
+    def test_an_async_submission_stores_what_a_sync_one_does(self, store: JobStore) -> None:
+        sync_job, _ = store.create_job("acme", spec("s"))
+        async_job, created = asyncio.run(store.create_job_async("acme", spec("a")))
+        assert created and store.get_job("acme", async_job.id) == async_job
+        assert {
+            k: v for k, v in dataclasses.asdict(async_job).items() if k not in ("id", "name", "spec")
+        } == {k: v for k, v in dataclasses.asdict(sync_job).items() if k not in ("id", "name", "spec")} | {
+            "created_at": async_job.created_at,
+            "updated_at": async_job.updated_at,
+        }
+        with store.db.engine.connect() as conn:
+            nulls = conn.execute(
+                select(Job.best_params.is_(None), Job.results.is_(None)).where(Job.id == async_job.id)
+            )
+            assert nulls.one() == (True, True)
+        [event], _ = store.list_events("acme", async_job.id)
+        assert event.kind == "created" and event.message == "job 'a' queued" and event.data is None
+        with pytest.raises(InvalidSpec):  # the trial ceiling holds on this path too
+            asyncio.run(store.create_job_async("acme", spec("big"), max_trials=1))
+        again, created = asyncio.run(store.create_job_async("acme", spec("k"), "key-1"))
+        assert created and asyncio.run(store.create_job_async("acme", spec("k"), "key-1")) == (again, False)
+
     def test_job_summaries_are_the_listed_jobs_without_their_spec(self, store: JobStore) -> None:
         for i in range(3):
             store.create_job("acme", spec(f"j{i}"))

@@ -13,8 +13,7 @@ from autoft_service.api.deps import SettingsDep, StoreDep
 from autoft_service.api.errors_http import CONFLICT_RESPONSE, ERROR_RESPONSES, InvalidRequest, MalformedJSON
 from autoft_service.api.schemas import ExtendRequest, JobDetail, JobPage, JobState, JobSummary
 from autoft_service.errors import InvalidSpec, UnknownTask
-from autoft_service.spec import parse_spec
-from autoft_service.store import JobRecord
+from autoft_service.spec import JobSpec, parse_spec
 
 router = APIRouter(tags=["jobs"], responses=ERROR_RESPONSES)
 
@@ -93,11 +92,13 @@ async def submit_job(
         )
     refuse_import_paths(body)
 
-    def create() -> tuple[JobRecord, bool]:  # spec checks may read the disk, the store blocks
-        spec = parse_spec(body, data_roots=settings.data_root_paths)
-        return store.create_job(tenant, spec, idempotency_key, max_trials=settings.max_trials_per_job)
+    def parse() -> JobSpec:  # spec checks may read the disk
+        return parse_spec(body, data_roots=settings.data_root_paths)
 
-    job, created = await run_in_threadpool(create)
+    spec = await run_in_threadpool(parse)
+    job, created = await store.create_job_async(
+        tenant, spec, idempotency_key, max_trials=settings.max_trials_per_job
+    )
     if not created:
         response.status_code = status.HTTP_200_OK
     return JobDetail.from_record(job, settings.mlflow_ui_url)
