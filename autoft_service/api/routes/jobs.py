@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from autoft_service.api.auth import Tenant
 from autoft_service.api.deps import SettingsDep, StoreDep
 from autoft_service.api.errors_http import CONFLICT_RESPONSE, ERROR_RESPONSES, InvalidRequest, MalformedJSON
-from autoft_service.api.schemas import ExtendRequest, JobDetail, JobPage, JobState, JobSummary
+from autoft_service.api.schemas import ExtendRequest, JobDetail, JobPage, JobState, job_page_json
 from autoft_service.errors import InvalidSpec, UnknownTask
 from autoft_service.spec import JobSpec, parse_spec
 
@@ -113,10 +113,10 @@ async def list_jobs(
     state: Annotated[JobState | None, Query(description="Only jobs in this state.")] = None,
     limit: Annotated[int, Query(ge=1, le=100, description="Page size.")] = 20,
     offset: Annotated[int, Query(ge=0, le=1_000_000_000, description="Items to skip.")] = 0,
-) -> JobPage:
+) -> Response:
     """List this tenant's jobs, newest first."""
     items, total = await store.list_job_summaries_async(tenant, state=state, limit=limit, offset=offset)
-    return JobPage(items=[JobSummary.from_summary(j) for j in items], total=total, limit=limit, offset=offset)
+    return Response(job_page_json(items, total, limit, offset), media_type="application/json")
 
 
 @router.get("/jobs/{job_id}", response_model=JobDetail)
