@@ -14,7 +14,8 @@ PostgreSQL) and creates an API key. Two modes:
   job), each after a short unmeasured ``--warmup`` run. Prints one table: each route's req/s, its fraction of
   the ``/healthz`` req/s of the same run, p50, p99 and p99 over the ``/healthz`` p99. With ``--runs N`` the
   routes are measured N times in turn against the same server and the table shows the medians (each
-  fraction is taken within its run first), plus each run's fraction. Rate limits are off for the run
+  fraction is taken within its run first), plus each run's fraction. Each run is a tenant of its own that
+  first submits ``--jobs`` jobs (50), so every run lists a full page and counts the same number of jobs. Rate limits are off for the run
   (``AUTOFT_RATE_LIMIT_PER_SECOND=0``).
 
       python -m benchmarks.api_load --wrk [--workers N] [--threads 2] [--connections 50] [--duration 15s]
@@ -62,6 +63,7 @@ def main() -> None:
     ap.add_argument("--duration", default="15s", help="wrk duration per route (-d)")
     ap.add_argument("--warmup", default="3s", help="wrk run per route before the measured one (0s: none)")
     ap.add_argument("--runs", type=int, default=1, help="measure every route this many times (medians)")
+    ap.add_argument("--jobs", type=int, default=50, help="jobs each --wrk run submits before it measures")
     ap.add_argument("--json", type=Path, default=None, help="also write the --wrk results to this file")
     args = ap.parse_args()
     if args.wrk and shutil.which("wrk") is None:
@@ -74,8 +76,15 @@ def main() -> None:
     if args.wrk:
         env["AUTOFT_RATE_LIMIT_PER_SECOND"] = "0"  # measure the service, not its per-key limiter
     cli = [sys.executable, "-m", "autoft_service.cli"]
-    key = subprocess.run([*cli, "keys", "create", "--tenant", "load", "--name", "bench"], env=env,
-                         capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]  # fmt: skip
+
+    def new_key(tenant: str) -> str:
+        out = subprocess.run([*cli, "keys", "create", "--tenant", tenant, "--name", "bench"], env=env,
+                             capture_output=True, text=True, check=True).stdout  # fmt: skip
+        return out.strip().splitlines()[-1]
+
+    key = new_key("load")
+    # --wrk: every run as a tenant of its own, so each one lists and counts the same jobs
+    run_keys = [key, *(new_key(f"load{i}") for i in range(1, max(1, args.runs)))] if args.wrk else []
     serve = [*cli, "serve", "--no-runner", "--port", str(args.port)]
     if args.workers is not None:
         serve += ["--workers", str(args.workers)]
@@ -84,7 +93,7 @@ def main() -> None:
     try:
         _wait_healthy(base, server)
         if args.wrk:
-            runs = [run_wrk(args, base, key) for _ in range(max(1, args.runs))]
+            runs = [run_wrk(args, base, k) for k in run_keys]
         else:
             results, wall = run_clients(args, base, key)
     finally:
@@ -206,6 +215,11 @@ def run_wrk(args: argparse.Namespace, base: str, key: str) -> list[dict[str, obj
                    json={"name": "wrk-target", "task": {"name": "digits-shift"}}, timeout=30)  # fmt: skip
     r.raise_for_status()
     job_id = r.json()["id"]
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30) as c:
+        for i in range(args.jobs - 1):  # the job list shows a full page
+            c.post(
+                "/v1/jobs", json={"name": f"wrk-seed-{i}", "task": {"name": "digits-shift"}}
+            ).raise_for_status()
     script = Path(tempfile.mkdtemp(prefix="autoft-wrk-")) / "post_job.lua"
     script.write_text(_POST_SCRIPT)
     routes: list[tuple[str, list[str]]] = [
