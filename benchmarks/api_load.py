@@ -12,10 +12,14 @@ PostgreSQL) and creates an API key. Two modes:
   ``--duration`` against ``/healthz`` (the floor: the same process, no database), ``GET /v1/jobs/{id}``,
   ``GET /v1/jobs?limit=20`` and ``POST /v1/jobs`` (a demo spec, no Idempotency-Key, so each one queues a new
   job), each after a short unmeasured ``--warmup`` run. Prints one table: each route's req/s, its fraction of
-  the ``/healthz`` req/s of the same run, p50, p99 and p99 over the ``/healthz`` p99. Rate limits are off for
-  the run (``AUTOFT_RATE_LIMIT_PER_SECOND=0``).
+  the ``/healthz`` req/s of the same run, p50, p99 and p99 over the ``/healthz`` p99. With ``--runs N`` the
+  routes are measured N times in turn against the same server and the table shows the medians (each
+  fraction is taken within its run first), plus each run's fraction. Each run is a tenant of its own that
+  first submits ``--jobs`` jobs (50), so every run lists a full page and counts the same number of jobs. Rate limits are off for the run
+  (``AUTOFT_RATE_LIMIT_PER_SECOND=0``).
 
       python -m benchmarks.api_load --wrk [--workers N] [--threads 2] [--connections 50] [--duration 15s]
+                                          [--runs 3]
 """
 
 from __future__ import annotations
@@ -58,6 +62,8 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=50, help="wrk connections (-c)")
     ap.add_argument("--duration", default="15s", help="wrk duration per route (-d)")
     ap.add_argument("--warmup", default="3s", help="wrk run per route before the measured one (0s: none)")
+    ap.add_argument("--runs", type=int, default=1, help="measure every route this many times (medians)")
+    ap.add_argument("--jobs", type=int, default=50, help="jobs each --wrk run submits before it measures")
     ap.add_argument("--json", type=Path, default=None, help="also write the --wrk results to this file")
     args = ap.parse_args()
     if args.wrk and shutil.which("wrk") is None:
@@ -70,8 +76,15 @@ def main() -> None:
     if args.wrk:
         env["AUTOFT_RATE_LIMIT_PER_SECOND"] = "0"  # measure the service, not its per-key limiter
     cli = [sys.executable, "-m", "autoft_service.cli"]
-    key = subprocess.run([*cli, "keys", "create", "--tenant", "load", "--name", "bench"], env=env,
-                         capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]  # fmt: skip
+
+    def new_key(tenant: str) -> str:
+        out = subprocess.run([*cli, "keys", "create", "--tenant", tenant, "--name", "bench"], env=env,
+                             capture_output=True, text=True, check=True).stdout  # fmt: skip
+        return out.strip().splitlines()[-1]
+
+    key = new_key("load")
+    # --wrk: every run as a tenant of its own, so each one lists and counts the same jobs
+    run_keys = [key, *(new_key(f"load{i}") for i in range(1, max(1, args.runs)))] if args.wrk else []
     serve = [*cli, "serve", "--no-runner", "--port", str(args.port)]
     if args.workers is not None:
         serve += ["--workers", str(args.workers)]
@@ -80,16 +93,16 @@ def main() -> None:
     try:
         _wait_healthy(base, server)
         if args.wrk:
-            rows = run_wrk(args, base, key)
+            runs = [run_wrk(args, base, k) for k in run_keys]
         else:
             results, wall = run_clients(args, base, key)
     finally:
         server.terminate()
         server.wait(30)
     if args.wrk:
-        print_wrk(args, rows)
+        print_wrk(args, runs)
         if args.json is not None:
-            args.json.write_text(json.dumps(rows, indent=2))
+            args.json.write_text(json.dumps(runs, indent=2))
         return
     print_clients(args, results, wall)
 
@@ -202,6 +215,11 @@ def run_wrk(args: argparse.Namespace, base: str, key: str) -> list[dict[str, obj
                    json={"name": "wrk-target", "task": {"name": "digits-shift"}}, timeout=30)  # fmt: skip
     r.raise_for_status()
     job_id = r.json()["id"]
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30) as c:
+        for i in range(args.jobs - 1):  # the job list shows a full page
+            c.post(
+                "/v1/jobs", json={"name": f"wrk-seed-{i}", "task": {"name": "digits-shift"}}
+            ).raise_for_status()
     script = Path(tempfile.mkdtemp(prefix="autoft-wrk-")) / "post_job.lua"
     script.write_text(_POST_SCRIPT)
     routes: list[tuple[str, list[str]]] = [
@@ -220,27 +238,42 @@ def run_wrk(args: argparse.Namespace, base: str, key: str) -> list[dict[str, obj
     return rows
 
 
-def print_wrk(args: argparse.Namespace, rows: list[dict[str, object]]) -> None:
-    floor = rows[0]
+def print_wrk(args: argparse.Namespace, runs: list[list[dict[str, object]]]) -> None:
+    """One row per route: medians over the runs of req/s, of its fraction of the same run's ``/healthz``
+    req/s, of p50 / p99 and of p99 over the same run's ``/healthz`` p99; errors summed."""
     load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     table = Table(
         title=f"wrk -t{args.threads} -c{args.connections} -d{args.duration}, "
         f"{'PostgreSQL' if args.database_url else 'SQLite'}, workers {args.workers or 'default'}, "
-        f"rate limits off, load average {load}"
+        f"rate limits off, {len(runs)} run(s) (medians), load average {load}"
     )
-    for col in ("route", "req/s", "× healthz", "p50 ms", "p99 ms", "p99 / healthz p99", "errors"):
+    cols = ["route", "req/s", "× healthz", "p50 ms", "p99 ms", "p99 / healthz p99", "errors"]
+    if len(runs) > 1:
+        cols.insert(3, "× healthz per run")
+    for col in cols:
         table.add_column(col, justify="left" if col == "route" else "right")
-    for row in rows:
-        rps, p50, p99 = float(row["rps"]), float(row["p50_ms"]), float(row["p99_ms"])  # type: ignore[arg-type]
-        table.add_row(
-            str(row["route"]), f"{rps:.0f}", f"{rps / float(floor['rps']):.2f}",  # type: ignore[arg-type]
-            f"{p50:.1f}", f"{p99:.1f}", f"{p99 / float(floor['p99_ms']):.2f}",  # type: ignore[arg-type]
-            str(row["errors"]),
-        )  # fmt: skip
-    console = Console(width=140)
+
+    def num(row: dict[str, object], key: str) -> float:
+        return float(row[key])  # type: ignore[arg-type]
+
+    for i, row in enumerate(runs[0]):
+        per_run = [run[i] for run in runs]
+        ratios = [num(run[i], "rps") / num(run[0], "rps") for run in runs]
+        p99_ratios = [num(run[i], "p99_ms") / num(run[0], "p99_ms") for run in runs]
+        cells = [
+            str(row["route"]), f"{statistics.median(num(r, 'rps') for r in per_run):.0f}",
+            f"{statistics.median(ratios):.2f}",
+            f"{statistics.median(num(r, 'p50_ms') for r in per_run):.1f}",
+            f"{statistics.median(num(r, 'p99_ms') for r in per_run):.1f}",
+            f"{statistics.median(p99_ratios):.2f}", str(sum(int(num(r, 'errors')) for r in per_run)),
+        ]  # fmt: skip
+        if len(runs) > 1:
+            cells.insert(3, " ".join(f"{x:.2f}" for x in ratios))
+        table.add_row(*cells)
+    console = Console(width=160)
     console.print(table)
     console.print(
-        "× healthz: the route's throughput over GET /healthz (same process, no database) in this run; "
+        "× healthz: the route's throughput over GET /healthz (same process, no database) in the same run; "
         "errors: non-2xx answers plus socket errors (should be 0)."
     )
 

@@ -21,6 +21,11 @@ async def get_app_settings(request: Request) -> Settings:
 
     Read from the app rather than through ``dependency_overrides``: while any override is set, FastAPI
     re-inspects every dependency's signature on every request."""
+    return app_settings(request)
+
+
+def app_settings(request: Request) -> Settings:
+    """What :func:`get_app_settings` returns, for code that has the request."""
     settings: Settings | None = getattr(request.app.state, "settings", None)
     return settings if settings is not None else get_settings()
 

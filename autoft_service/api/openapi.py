@@ -9,9 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, routing
+from fastapi.dependencies.models import Dependant
+from fastapi.encoders import jsonable_encoder
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
 
+from autoft_service.api.auth import SECURITY_SCHEMES, security_requirements
 from autoft_service.spec import JobSpec
 
 REF = "#/components/schemas/{model}"
@@ -61,7 +65,41 @@ def install_openapi(app: FastAPI) -> None:
                 title=app.title, version=app.version, description=app.description, routes=app.routes
             )
             schema.setdefault("components", {}).setdefault("schemas", {}).update(job_spec_schemas())
+            add_security(schema, app)
             app.openapi_schema = schema
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _calls(dependant: Dependant) -> set[Any]:
+    calls: set[Any] = set()
+    for sub in dependant.dependencies:
+        calls.add(sub.call)
+        calls |= _calls(sub)
+    return calls
+
+
+def add_security(schema: dict[str, Any], app: FastAPI) -> None:
+    """List the API-key schemes on every operation that authenticates through the ``Tenant`` dependency
+    (it reads the headers itself, so FastAPI does not see them), and the schemes themselves."""
+    paths = schema.get("paths", {})
+    used = False
+    # Routes of included routers, with their prefix (FastAPI >= 0.160 keeps included routers as such).
+    contexts: Any = getattr(routing, "iter_route_contexts", lambda routes: routes)(app.routes)
+    for route in contexts:
+        original = getattr(route, "original_route", route)
+        if not (isinstance(original, APIRoute) and original.include_in_schema):
+            continue
+        security = security_requirements(_calls(original.dependant))
+        if not security:
+            continue
+        for method in original.methods or ():
+            operation = paths.get(route.path_format, {}).get(method.lower())
+            if operation is not None:
+                operation["security"] = security
+                used = True
+    if used:
+        schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+        for scheme in SECURITY_SCHEMES:
+            schemes[scheme.scheme_name] = jsonable_encoder(scheme.model, by_alias=True, exclude_none=True)

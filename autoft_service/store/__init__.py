@@ -5,7 +5,14 @@ from __future__ import annotations
 from autoft_service.store.db import current_revision, make_engine, upgrade
 from autoft_service.store.job_store import JobStore
 from autoft_service.store.models import FINISHED_JOB_STATES, FINISHED_TRIAL_STATES, JOB_STATES, TRIAL_STATES
-from autoft_service.store.records import ApiKeyRecord, EventRecord, Histogram, JobRecord, TrialRecord
+from autoft_service.store.records import (
+    ApiKeyRecord,
+    EventRecord,
+    Histogram,
+    JobRecord,
+    JobSummaryRecord,
+    TrialRecord,
+)
 from autoft_service.store.transitions import TRANSITIONS, transition
 
 
@@ -25,6 +32,7 @@ __all__ = [
     "Histogram",
     "JobRecord",
     "JobStore",
+    "JobSummaryRecord",
     "TrialRecord",
     "current_revision",
     "init_db",

@@ -10,7 +10,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from autoft_service.errors import JobNotFound
-from autoft_service.store.db import Database, upgrade_engine
+from autoft_service.store.aio import AsyncReads
+from autoft_service.store.db import PING_AFTER_IDLE_S, Database, upgrade_engine
 from autoft_service.store.models import Job, JobEvent
 
 
@@ -24,9 +25,15 @@ class StoreBase:
     def __init__(
         self, url: str, *, clock: Callable[[], datetime] | None = None, **engine_kwargs: Any
     ) -> None:
+        ping_after_idle_s = engine_kwargs.get("ping_after_idle_s", PING_AFTER_IDLE_S)
         self.db = Database(url, **engine_kwargs)
         self.url = url
         self.clock = clock or utcnow
+        #: The API's hot reads on the event loop (PostgreSQL only; ``None`` elsewhere). No connection is
+        #: opened until an async read runs.
+        self.aio = (
+            AsyncReads(url, ping_after_idle_s=ping_after_idle_s) if self.db.dialect == "postgresql" else None
+        )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.db.engine.url.render_as_string(hide_password=True)!r})"
@@ -44,6 +51,8 @@ class StoreBase:
 
     def close(self) -> None:
         self.db.dispose()
+        if self.aio is not None:
+            self.aio.pool.discard()
 
     # Helpers for the parts ------------------------------------------------------------------------------
     def _job(self, s: Session, tenant: str | None, job_id: str, *, lock: bool = False) -> Job:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -31,6 +32,12 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 #: Alembic with the default ``alembic_version`` table).
 VERSION_TABLE = "autoft_alembic_version"
 SQLITE_BUSY_TIMEOUT_MS = 15_000
+#: PostgreSQL connections one engine keeps open (opened on demand, then reused; no overflow connections that
+#: are opened and closed again under load, each one a new server process). Requests beyond it wait.
+PG_POOL_SIZE = 10
+#: A pooled PostgreSQL connection idle for longer than this is pinged before use (a dead one is replaced);
+#: one in steady use is not, so a busy API pays no extra round trip per request.
+PING_AFTER_IDLE_S = 5.0
 _WRITE = "autoft_write"
 
 
@@ -58,7 +65,10 @@ def _json_default(obj: Any) -> Any:
 
 def json_dumps(value: Any) -> str:
     """The JSON serialiser of every JSON column: strict JSON (non-finite floats become null)."""
-    return json.dumps(finite(value), allow_nan=False, default=_json_default)
+    try:  # the common case, without first copying the whole value through finite()
+        return json.dumps(value, allow_nan=False, default=_json_default)
+    except ValueError:  # a NaN or an infinity somewhere
+        return json.dumps(finite(value), allow_nan=False, default=_json_default)
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -74,8 +84,32 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         engine = create_engine(u, **kwargs)
         _configure_sqlite(engine)
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
-    return create_engine(u, **kwargs)
+    ping_after_idle_s = kwargs.pop("ping_after_idle_s", PING_AFTER_IDLE_S)
+    kwargs.setdefault("pool_size", PG_POOL_SIZE)
+    kwargs.setdefault("max_overflow", 0)
+    engine = create_engine(u, **kwargs)
+    if not kwargs.get("pool_pre_ping"):
+        _ping_when_idle(engine, ping_after_idle_s)
+    return engine
+
+
+def _ping_when_idle(engine: Engine, idle_s: float) -> None:
+    """Ping a pooled connection on checkout only when it sat in the pool for more than ``idle_s`` seconds
+    (SQLAlchemy's ``pool_pre_ping`` pings every checkout: one more round trip per request). A connection
+    that fails the ping is replaced; one that died while in use fails its statement, and that disconnect
+    invalidates the whole pool, so each outage costs at most the requests in flight."""
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.pop("idle_since", None)
+        if since is None or time.monotonic() - since <= idle_s:
+            return
+        if not engine.dialect._do_ping_w_event(dbapi_connection):
+            raise DisconnectionError("pooled connection failed its ping")
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -106,9 +140,9 @@ class Database:
         self.url = url
         self.engine = make_engine(url, **engine_kwargs)
         self.dialect = self.engine.dialect.name
-        write_engine = self.engine.execution_options(**{_WRITE: True})
+        self._write_engine = self.engine.execution_options(**{_WRITE: True})
         self._read = sessionmaker(self.engine, expire_on_commit=False)
-        self._write = sessionmaker(write_engine, expire_on_commit=False)
+        self._write = sessionmaker(self._write_engine, expire_on_commit=False)
         self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @contextmanager
@@ -118,6 +152,13 @@ class Database:
         factory = self._write if write else self._read
         with _outages_unavailable(), factory.begin() as s:
             yield s
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A write transaction on a Core connection (no ORM unit of work), for inserts whose values are
+        all known: committed on success, rolled back on any error, outages as ``BackendUnavailable``."""
+        with _outages_unavailable(), self._write_engine.begin() as conn:
+            yield conn
 
     @contextmanager
     def reader(self) -> Iterator[Connection]:

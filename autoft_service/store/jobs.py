@@ -5,23 +5,115 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
+from functools import cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from anyio.to_thread import run_sync
+from psycopg.types.json import Jsonb
+from sqlalchemy import (
+    JSON,
+    BindParameter,
+    ColumnElement,
+    Select,
+    and_,
+    bindparam,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from autoft_service.errors import InvalidSpec, JobNotFound, JobStateConflict
 from autoft_service.spec import JobSpec
+from autoft_service.store.aio import compile_pg
 from autoft_service.store.base import StoreBase
-from autoft_service.store.db import finite
-from autoft_service.store.models import JOB_STATES, Job, Trial
-from autoft_service.store.records import JobRecord
+from autoft_service.store.db import finite, json_dumps
+from autoft_service.store.models import JOB_STATES, Job, JobEvent, Trial, UTCDateTime
+from autoft_service.store.records import JobRecord, JobSummaryRecord
 from autoft_service.store.transitions import transition
 
 MAX_EXTRA_TRIALS = 10_000
 #: The job columns of a :class:`JobRecord`, in its field order (reads that skip the ORM build it from these).
 _RECORD_COLUMNS = [Job.__table__.c[f] for f in JobRecord.__dataclass_fields__]
+_SUMMARY_COLUMNS = [Job.__table__.c[f] for f in JobSummaryRecord.__dataclass_fields__]
+_RECORD_UTC = [i for i, c in enumerate(_RECORD_COLUMNS) if isinstance(c.type, UTCDateTime)]
+_SUMMARY_UTC = [i for i, c in enumerate(_SUMMARY_COLUMNS) if isinstance(c.type, UTCDateTime)]
+_INSERT_EVENT = insert(JobEvent)
+_EVENT_COLUMNS = ["at", "kind", "message", "data"]
+#: A job's JSON columns without a value are SQL NULL, as when the ORM left them out of its INSERT.
+_SQL_NULL_JSON = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+
+
+def _job_param(c: ColumnElement[Any]) -> BindParameter[Any]:
+    return bindparam(c.name, type_=_SQL_NULL_JSON if isinstance(c.type, JSON) else c.type)
+
+
+_INSERT_JOB = insert(Job).values({c: _job_param(c) for c in _RECORD_COLUMNS})
+
+
+@cache
+def _insert_job_and_event() -> Any:
+    """The job and its first event in one statement (PostgreSQL: a data-modifying CTE, atomic on its own,
+    so a submission is one round trip instead of BEGIN, two INSERTs and COMMIT)."""
+    jobs = Job.__table__.c
+    new_job = (insert(Job).values({c: _job_param(c) for c in _RECORD_COLUMNS}).returning(jobs.id)).cte(
+        "new_job"
+    )
+    events = JobEvent.__table__.c
+    first_event = select(
+        new_job.c.id, *(bindparam(f"event_{name}", type_=events[name].type) for name in _EVENT_COLUMNS)
+    )
+    return insert(JobEvent).from_select(["job_id", *_EVENT_COLUMNS], first_event)
+
+
+# The API's hot reads run statements built once, with bound parameters: building a statement (and its
+# cache key) costs about as much as executing it.
+@cache
+def _job_by_id(scoped: bool) -> Select[Any]:
+    q = select(*_RECORD_COLUMNS).where(Job.id == bindparam("job_id"))
+    return q.where(Job.tenant == bindparam("tenant")) if scoped else q
+
+
+def _pg_json(value: Any, column: ColumnElement[Any]) -> Any:
+    """``value`` of a job ``column`` as psycopg binds it: JSON through :func:`json_dumps` (``None`` is
+    SQL NULL, as in :data:`_INSERT_JOB`), anything else as is."""
+    if value is None or not isinstance(column.type, JSON):
+        return value
+    return Jsonb(value, dumps=json_dumps)
+
+
+@cache
+def _pg_sql(statement: Any) -> str:
+    return compile_pg(statement)
+
+
+def _filters(scoped: bool, by_state: bool) -> list[ColumnElement[bool]]:
+    conds: list[ColumnElement[bool]] = []
+    if scoped:
+        conds.append(Job.tenant == bindparam("tenant"))
+    if by_state:
+        conds.append(Job.state == bindparam("state"))
+    return conds
+
+
+@cache
+def _job_count(scoped: bool, by_state: bool) -> Select[Any]:
+    return select(func.count()).select_from(Job).where(*_filters(scoped, by_state))
+
+
+@cache
+def _job_page(scoped: bool, by_state: bool, summary: bool) -> Select[Any]:
+    return (
+        select(*(_SUMMARY_COLUMNS if summary else _RECORD_COLUMNS))
+        .where(*_filters(scoped, by_state))
+        .order_by(Job.created_at.desc(), Job.id.desc())
+        .limit(bindparam("limit"))
+        .offset(bindparam("offset"))
+    )
 
 
 def check_trial_ceiling(
@@ -63,20 +155,19 @@ class JobOps(StoreBase):
             existing = self._by_idempotency_key(tenant, idempotency_key, spec_json)
             if existing is not None:
                 return existing, False
-        check_trial_ceiling(spec.budget.trials, max_trials, field="budget.trials")
-        now = self.now()
-        row = Job(
-            id=uuid.uuid4().hex, tenant=tenant, name=spec.name, spec=spec_json, state="queued",
-            created_at=now, updated_at=now, idempotency_key=idempotency_key, attempts=0,
-            cancel_requested=False, trials_total=spec.budget.trials, trials_done=0, extra_trials=0,
-            retry_requests=[],
-        )  # fmt: skip
+        record, event = self._new_job(tenant, spec, spec_json, idempotency_key, max_trials)
+        values = {f: getattr(record, f) for f in JobRecord.__dataclass_fields__}
         try:
-            with self.db.session(write=True) as s:
-                s.add(row)
-                s.flush()
-                self._event(s, row.id, "created", f"job {spec.name!r} queued")
-                record = JobRecord.of(row)
+            # Core inserts of values known here: the ORM's unit of work cost more than the statements.
+            if self.db.dialect == "postgresql":
+                with self.db.reader() as conn:  # autocommit: the one statement is its own transaction
+                    conn.execute(
+                        _insert_job_and_event(), {**values, **{f"event_{k}": v for k, v in event.items()}}
+                    )
+            else:
+                with self.db.transaction() as conn:
+                    conn.execute(_INSERT_JOB, values)
+                    conn.execute(_INSERT_EVENT, {"job_id": record.id, **event})
         except IntegrityError:
             # A concurrent request with the same key won the insert: answer as its repeat.
             if idempotency_key is None:
@@ -85,6 +176,49 @@ class JobOps(StoreBase):
             if existing is None:
                 raise
             return existing, False
+        return record, True
+
+    def _new_job(
+        self,
+        tenant: str,
+        spec: JobSpec,
+        spec_json: dict[str, Any],
+        idempotency_key: str | None,
+        max_trials: int | None,
+    ) -> tuple[JobRecord, dict[str, Any]]:
+        """The record of a new queued job and its ``created`` event (``InvalidSpec`` above the ceiling)."""
+        check_trial_ceiling(spec.budget.trials, max_trials, field="budget.trials")
+        now = self.now()
+        record = JobRecord(
+            id=uuid.uuid4().hex, tenant=tenant, name=spec.name, spec=spec_json, state="queued",
+            created_at=now, updated_at=now, started_at=None, finished_at=None,
+            idempotency_key=idempotency_key, owner=None, lease_expires_at=None, attempts=0,
+            cancel_requested=False, trials_total=spec.budget.trials, trials_done=0, best_value=None,
+            best_params=None, results=None, error=None, mlflow_experiment_id=None, mlflow_parent_run_id=None,
+            optuna_study_name=None, extra_trials=0, retry_requests=[],
+        )  # fmt: skip
+        return record, {"at": now, "kind": "created", "message": f"job {spec.name!r} queued", "data": None}
+
+    async def create_job_async(
+        self,
+        tenant: str,
+        spec: JobSpec,
+        idempotency_key: str | None = None,
+        *,
+        max_trials: int | None = None,
+    ) -> tuple[JobRecord, bool]:
+        """:meth:`create_job`, awaitable. On PostgreSQL a plain submission (no Idempotency-Key, no warm
+        start: nothing to read first) is one statement on the event loop; the others, and every submission
+        elsewhere, run :meth:`create_job` in the thread pool."""
+        if self.aio is None or idempotency_key is not None or spec.search.warm_start_from:
+            return await run_sync(
+                lambda: self.create_job(tenant, spec, idempotency_key, max_trials=max_trials)
+            )
+        record, event = self._new_job(tenant, spec, spec.model_dump(mode="json"), None, max_trials)
+        params = {c.name: _pg_json(getattr(record, c.name), c) for c in _RECORD_COLUMNS}
+        params.update({f"event_{k}": v for k, v in event.items()})
+        params["event_data"] = Jsonb(event["data"], dumps=json_dumps)  # JSON null, as the sync insert
+        await self.aio.fetch([(_pg_sql(_insert_job_and_event()), params, ())], rows=False)
         return record, True
 
     def _check_warm_start_sources(self, tenant: str, job_ids: list[str]) -> None:
@@ -113,11 +247,8 @@ class JobOps(StoreBase):
     def get_job(self, tenant: str | None, job_id: str) -> JobRecord:
         """The job ``job_id``; ``tenant=None`` means any tenant (runners), otherwise another tenant's job
         raises ``JobNotFound``."""
-        q = select(*_RECORD_COLUMNS).where(Job.id == job_id)
-        if tenant is not None:
-            q = q.where(Job.tenant == tenant)
         with self.db.reader() as conn:  # columns, not ORM objects: the API's hottest read
-            row = conn.execute(q).first()
+            row = conn.execute(_job_by_id(tenant is not None), {"job_id": job_id, "tenant": tenant}).first()
         if row is None:
             raise JobNotFound(f"job {job_id!r} not found", field="job_id")
         return JobRecord(*row)
@@ -126,23 +257,56 @@ class JobOps(StoreBase):
         self, tenant: str | None, state: str | None = None, limit: int = 20, offset: int = 0
     ) -> tuple[list[JobRecord], int]:
         """One page of jobs, newest first, and the total count matching the filter."""
+        rows, total = self._page(tenant, state, limit, offset, summary=False)
+        return [JobRecord(*r) for r in rows], total
+
+    def list_job_summaries(
+        self, tenant: str | None, state: str | None = None, limit: int = 20, offset: int = 0
+    ) -> tuple[list[JobSummaryRecord], int]:
+        """:meth:`list_jobs` without the columns a job list does not show (spec, results, ...)."""
+        rows, total = self._page(tenant, state, limit, offset, summary=True)
+        return [JobSummaryRecord(*r) for r in rows], total
+
+    def _page(
+        self, tenant: str | None, state: str | None, limit: int, offset: int, *, summary: bool
+    ) -> tuple[list[Any], int]:
         if state is not None and state not in JOB_STATES:
             raise InvalidSpec(f"unknown state {state!r}; valid: {', '.join(JOB_STATES)}", field="state")
-        conds: list[ColumnElement[bool]] = []
-        if tenant is not None:
-            conds.append(Job.tenant == tenant)
-        if state is not None:
-            conds.append(Job.state == state)
+        scoped, by_state = tenant is not None, state is not None
+        params = {"tenant": tenant, "state": state, "limit": limit, "offset": offset}
         with self.db.reader() as conn:
-            total = conn.scalar(select(func.count()).select_from(Job).where(*conds)) or 0
-            rows = conn.execute(
-                select(*_RECORD_COLUMNS)
-                .where(*conds)
-                .order_by(Job.created_at.desc(), Job.id.desc())
-                .limit(limit)
-                .offset(offset)
-            ).all()
-        return [JobRecord(*r) for r in rows], total
+            total = conn.scalar(_job_count(scoped, by_state), params) or 0
+            rows = conn.execute(_job_page(scoped, by_state, summary), params).all()
+        return list(rows), total
+
+    # The same reads for async callers (the API): on the event loop on PostgreSQL, else in the thread pool.
+    async def get_job_async(self, tenant: str | None, job_id: str) -> JobRecord:
+        """:meth:`get_job`, awaitable."""
+        if self.aio is None:
+            return await run_sync(self.get_job, tenant, job_id)
+        sql = _pg_sql(_job_by_id(tenant is not None))
+        [rows] = await self.aio.fetch([(sql, {"job_id": job_id, "tenant": tenant}, _RECORD_UTC)])
+        if not rows:
+            raise JobNotFound(f"job {job_id!r} not found", field="job_id")
+        return JobRecord(*rows[0])
+
+    async def list_job_summaries_async(
+        self, tenant: str | None, state: str | None = None, limit: int = 20, offset: int = 0
+    ) -> tuple[list[JobSummaryRecord], int]:
+        """:meth:`list_job_summaries`, awaitable."""
+        if self.aio is None:
+            return await run_sync(lambda: self.list_job_summaries(tenant, state, limit, offset))
+        if state is not None and state not in JOB_STATES:
+            raise InvalidSpec(f"unknown state {state!r}; valid: {', '.join(JOB_STATES)}", field="state")
+        scoped, by_state = tenant is not None, state is not None
+        params: dict[str, Any] = {"tenant": tenant, "state": state, "limit": limit, "offset": offset}
+        [[(total,)], rows] = await self.aio.fetch(
+            [
+                (_pg_sql(_job_count(scoped, by_state)), params, ()),
+                (_pg_sql(_job_page(scoped, by_state, True)), params, _SUMMARY_UTC),
+            ]
+        )
+        return [JobSummaryRecord(*r) for r in rows], int(total)
 
     # Claims and leases ------------------------------------------------------------------------------------
     def _claimable(self) -> ColumnElement[bool]:

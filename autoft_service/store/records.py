@@ -47,6 +47,24 @@ class JobRecord:
 
 
 @dataclass(frozen=True)
+class JobSummaryRecord:
+    """The columns of a job that a job list shows."""
+
+    id: str
+    name: str
+    state: str
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    cancel_requested: bool
+    trials_total: int
+    trials_done: int
+    best_value: float | None
+    best_params: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
 class TrialRecord:
     job_id: str
     number: int

@@ -6,6 +6,8 @@ Each backend's folder has ``class TestXStore(StoreCases)`` and a conftest that i
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import hashlib
 import threading
 from collections.abc import Callable, Iterator
@@ -23,9 +25,9 @@ from autoft_service.errors import (
     TrialNotFound,
     Unauthorized,
 )
-from autoft_service.store import JobStore, current_revision
+from autoft_service.store import JobStore, JobSummaryRecord, current_revision
 from autoft_service.store.db import VERSION_TABLE
-from autoft_service.store.models import ApiKey, Base
+from autoft_service.store.models import ApiKey, Base, Job
 from tests.suites.store_helpers import FakeClock, spec
 
 
@@ -168,6 +170,83 @@ class StoreCases:
         assert n == 1 and cancelled[0].id == ids[0]
         with pytest.raises(InvalidSpec):
             store.list_jobs("acme", state="bogus")
+
+    def test_a_new_job_has_sql_null_results_and_its_created_event(self, store: JobStore) -> None:
+        job, created = store.create_job("acme", spec("a"))
+        assert created and store.get_job("acme", job.id) == job
+        with store.db.engine.connect() as conn:
+            row = conn.execute(
+                select(Job.best_params.is_(None), Job.results.is_(None)).where(Job.id == job.id)
+            )
+            assert row.one() == (True, True)  # SQL NULL, not JSON null: no value yet
+        events, n = store.list_events("acme", job.id)
+        assert n == 1 and events[0].kind == "created" and events[0].data is None
+
+    def test_an_async_submission_stores_what_a_sync_one_does(self, store: JobStore) -> None:
+        sync_job, _ = store.create_job("acme", spec("s"))
+        async_job, created = asyncio.run(store.create_job_async("acme", spec("a")))
+        assert created and store.get_job("acme", async_job.id) == async_job
+        assert {
+            k: v for k, v in dataclasses.asdict(async_job).items() if k not in ("id", "name", "spec")
+        } == {k: v for k, v in dataclasses.asdict(sync_job).items() if k not in ("id", "name", "spec")} | {
+            "created_at": async_job.created_at,
+            "updated_at": async_job.updated_at,
+        }
+        with store.db.engine.connect() as conn:
+            nulls = conn.execute(
+                select(Job.best_params.is_(None), Job.results.is_(None)).where(Job.id == async_job.id)
+            )
+            assert nulls.one() == (True, True)
+        [event], _ = store.list_events("acme", async_job.id)
+        assert event.kind == "created" and event.message == "job 'a' queued" and event.data is None
+        with pytest.raises(InvalidSpec):  # the trial ceiling holds on this path too
+            asyncio.run(store.create_job_async("acme", spec("big"), max_trials=1))
+        again, created = asyncio.run(store.create_job_async("acme", spec("k"), "key-1"))
+        assert created and asyncio.run(store.create_job_async("acme", spec("k"), "key-1")) == (again, False)
+
+    def test_job_summaries_are_the_listed_jobs_without_their_spec(self, store: JobStore) -> None:
+        for i in range(3):
+            store.create_job("acme", spec(f"j{i}"))
+        store.request_cancel("globex", store.create_job("globex", spec("other"))[0].id)
+        for tenant, state in [
+            ("acme", None),
+            ("acme", "queued"),
+            (None, None),
+            (None, "cancelled"),
+            ("globex", "cancelled"),
+        ]:
+            full, total = store.list_jobs(tenant, state=state, limit=2, offset=1)
+            summaries, n = store.list_job_summaries(tenant, state=state, limit=2, offset=1)
+            assert n == total
+            assert [dataclasses.asdict(s) for s in summaries] == [
+                {f: getattr(j, f) for f in JobSummaryRecord.__dataclass_fields__} for j in full
+            ]
+        assert store.list_job_summaries("acme")[1] == 3 and store.list_job_summaries(None)[1] == 4
+
+    def test_async_reads_match_the_sync_ones(self, store: JobStore) -> None:
+        ids = [store.create_job("acme", spec(f"j{i}"))[0].id for i in range(3)]
+        store.request_cancel("acme", ids[1])
+        store.create_job("globex", spec("other"))
+
+        async def reads() -> None:
+            for tenant in ("acme", None):
+                assert await store.get_job_async(tenant, ids[0]) == store.get_job(tenant, ids[0])
+            with pytest.raises(JobNotFound):
+                await store.get_job_async("globex", ids[0])
+            for tenant, state in [("acme", None), ("acme", "cancelled"), (None, None), (None, "queued")]:
+                for limit, offset in [(2, 0), (2, 1), (10, 5)]:
+                    assert await store.list_job_summaries_async(
+                        tenant, state=state, limit=limit, offset=offset
+                    ) == store.list_job_summaries(tenant, state=state, limit=limit, offset=offset)
+            with pytest.raises(InvalidSpec):
+                await store.list_job_summaries_async("acme", state="bogus")
+            job = await store.get_job_async("acme", ids[0])
+            assert (
+                job.created_at.tzinfo is UTC and job.updated_at.tzinfo is UTC
+            )  # as the sync reads give them
+
+        asyncio.run(reads())
+        asyncio.run(reads())  # a second event loop (the async pool follows the running loop)
 
     # Claims and leases ----------------------------------------------------------------------------------
     def test_claim_takes_oldest_queued_job_with_a_lease(self, store: JobStore, clock: FakeClock) -> None:

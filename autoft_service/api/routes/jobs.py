@@ -11,10 +11,9 @@ from starlette.concurrency import run_in_threadpool
 from autoft_service.api.auth import Tenant
 from autoft_service.api.deps import SettingsDep, StoreDep
 from autoft_service.api.errors_http import CONFLICT_RESPONSE, ERROR_RESPONSES, InvalidRequest, MalformedJSON
-from autoft_service.api.schemas import ExtendRequest, JobDetail, JobPage, JobState, JobSummary
+from autoft_service.api.schemas import ExtendRequest, JobDetail, JobPage, JobState, job_page_json
 from autoft_service.errors import InvalidSpec, UnknownTask
-from autoft_service.spec import parse_spec
-from autoft_service.store import JobRecord
+from autoft_service.spec import JobSpec, parse_spec
 
 router = APIRouter(tags=["jobs"], responses=ERROR_RESPONSES)
 
@@ -93,18 +92,20 @@ async def submit_job(
         )
     refuse_import_paths(body)
 
-    def create() -> tuple[JobRecord, bool]:  # spec checks may read the disk, the store blocks
-        spec = parse_spec(body, data_roots=settings.data_root_paths)
-        return store.create_job(tenant, spec, idempotency_key, max_trials=settings.max_trials_per_job)
+    def parse() -> JobSpec:  # spec checks may read the disk
+        return parse_spec(body, data_roots=settings.data_root_paths)
 
-    job, created = await run_in_threadpool(create)
+    spec = await run_in_threadpool(parse)
+    job, created = await store.create_job_async(
+        tenant, spec, idempotency_key, max_trials=settings.max_trials_per_job
+    )
     if not created:
         response.status_code = status.HTTP_200_OK
     return JobDetail.from_record(job, settings.mlflow_ui_url)
 
 
-# The read routes are async and send only the store call to the thread pool: a sync route would also
-# validate its response there, a second thread hop per request.
+# The read routes are async and await the store's async reads (on the event loop on PostgreSQL, in the
+# thread pool elsewhere): a sync route would also validate its response in the thread pool.
 @router.get("/jobs", response_model=JobPage)
 async def list_jobs(
     tenant: Tenant,
@@ -112,16 +113,16 @@ async def list_jobs(
     state: Annotated[JobState | None, Query(description="Only jobs in this state.")] = None,
     limit: Annotated[int, Query(ge=1, le=100, description="Page size.")] = 20,
     offset: Annotated[int, Query(ge=0, le=1_000_000_000, description="Items to skip.")] = 0,
-) -> JobPage:
+) -> Response:
     """List this tenant's jobs, newest first."""
-    items, total = await run_in_threadpool(store.list_jobs, tenant, state=state, limit=limit, offset=offset)
-    return JobPage(items=[JobSummary.from_record(j) for j in items], total=total, limit=limit, offset=offset)
+    items, total = await store.list_job_summaries_async(tenant, state=state, limit=limit, offset=offset)
+    return Response(job_page_json(items, total, limit, offset), media_type="application/json")
 
 
 @router.get("/jobs/{job_id}", response_model=JobDetail)
 async def get_job(job_id: str, tenant: Tenant, store: StoreDep, settings: SettingsDep) -> JobDetail:
     """A job's state, progress, best-so-far, results table and MLflow links."""
-    job = await run_in_threadpool(store.get_job, tenant, job_id)
+    job = await store.get_job_async(tenant, job_id)
     return JobDetail.from_record(job, settings.mlflow_ui_url)
 
 

@@ -3,12 +3,15 @@ is refused within the cache's TTL."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 from sqlalchemy import event
@@ -85,6 +88,67 @@ def test_ttl_zero_checks_the_store_on_every_request(tmp_path: Path, store: JobSt
         for _ in range(3):
             assert client.get("/v1/jobs", headers={"X-API-Key": key}).status_code == 200
     assert len(_key_lookups(seen)) == 3
+
+
+def _slow_lookups(store: JobStore, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Make ``store.authenticate`` take 0.2 s (a burst arrives while it runs); return its calls."""
+    calls: list[str] = []
+    real = store.authenticate
+
+    def slow(key: str) -> str:
+        calls.append(key)
+        time.sleep(0.2)
+        return real(key)
+
+    monkeypatch.setattr(store, "authenticate", slow)
+    return calls
+
+
+async def _burst(app: FastAPI, headers: list[dict[str, str]]) -> list[int]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        responses = await asyncio.gather(*(c.get("/v1/jobs", headers=h) for h in headers))
+    return [r.status_code for r in responses]
+
+
+def test_a_burst_with_an_uncached_key_shares_one_store_lookup(
+    app: FastAPI, store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key, _ = store.create_api_key("acme", "t")
+    other, _ = store.create_api_key("globex", "t")
+    calls = _slow_lookups(store, monkeypatch)
+    headers = [{"Authorization": f"Bearer {key}"}] * 20 + [{"X-API-Key": other}] * 5
+    assert asyncio.run(_burst(app, headers)) == [200] * 25
+    assert sorted(calls) == sorted([key, other])  # one look-up per key, not one per request
+    assert app.state.auth_cache.pending == {}
+
+
+def test_a_burst_with_a_wrong_key_is_refused_by_one_lookup_and_not_cached(
+    app: FastAPI, store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key, _ = store.create_api_key("acme", "t")
+    wrong = key[:-4] + ("aaaa" if not key.endswith("aaaa") else "bbbb")
+    calls = _slow_lookups(store, monkeypatch)
+    assert asyncio.run(_burst(app, [{"X-API-Key": wrong}] * 10)) == [401] * 10
+    assert calls == [wrong]
+    assert asyncio.run(_burst(app, [{"X-API-Key": wrong}])) == [401]
+    assert calls == [wrong, wrong]  # a refusal is not remembered
+
+
+def test_the_key_headers_are_read_as_the_openapi_schemes_describe(
+    client: TestClient, store: JobStore
+) -> None:
+    key, _ = store.create_api_key("acme", "t")
+    for headers in (
+        {"Authorization": f"bearer {key}"},
+        {"Authorization": f"Bearer   {key}  "},
+        {"Authorization": "Basic Zm9vOmJhcg==", "X-API-Key": key},  # not a bearer token: the other header
+        {"Authorization": "Bearer", "X-API-Key": key},
+    ):
+        assert client.get("/v1/jobs", headers=headers).status_code == 200, headers
+    for headers in ({"Authorization": f"Basic {key}"}, {"Authorization": "Bearer "}, {"X-API-Key": ""}):
+        r = client.get("/v1/jobs", headers=headers)
+        assert r.status_code == 401 and r.headers["WWW-Authenticate"].startswith("Bearer"), headers
 
 
 def test_cache_entries_expire_and_stay_bounded() -> None:
