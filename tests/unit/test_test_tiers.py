@@ -46,7 +46,8 @@ def test_without_a_server_postgres_tests_skip_with_the_reason() -> None:
     res = _pytest(PG_SUITE, ci=None)
     assert res.returncode == 0, res.stdout + res.stderr
     counts = _counts(res.stdout)
-    assert counts.get("passed") == 1 and counts.get("skipped", 0) > 10 and "failed" not in counts, res.stdout
+    # the suite's few tests that need no server pass; every one that needs it skips
+    assert counts.get("passed", 0) >= 1 and counts.get("skipped", 0) > 10 and "failed" not in counts, res.stdout
     assert "needs PostgreSQL at" in res.stdout and "port=1" in res.stdout
 
 
@@ -54,5 +55,5 @@ def test_in_ci_a_missing_server_fails_instead_of_skipping() -> None:
     res = _pytest(PG_SUITE, "-k", "concurrent_migrations or unreachable", ci="true")
     assert res.returncode == 1, res.stdout + res.stderr
     counts = _counts(res.stdout)
-    assert counts.get("passed") == 1 and counts.get("error", counts.get("failed", 0)) == 1, res.stdout
+    assert counts.get("passed", 0) >= 1 and counts.get("error", counts.get("failed", 0)) == 1, res.stdout
     assert "skipped" not in counts and "CI=true: needs PostgreSQL" in res.stdout
