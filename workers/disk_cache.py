@@ -1,8 +1,8 @@
 """The machine's task cache: one entry per file, computed once per machine (concurrent processes wait on a
 file lock for the first), marked when used, and pruned by age or total size.
 
-Entries are the ``.pt`` and ``.npy`` files under the cache folder (decoded images, frozen features, zero-shot
-heads, pretrained demo backbones). Every entry can be computed again, and readers treat a missing entry as
+Entries are the ``.pt`` and ``.npy`` files under the cache folder (decoded images, frozen features, fitted
+linear-probe and zero-shot heads, pretrained demo backbones). Every entry can be computed again, and readers treat a missing entry as
 a miss, so pruning is safe while jobs run: a process that already opened or mapped a file keeps it.
 """
 
@@ -15,8 +15,11 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar, cast
 
 import torch
+
+T = TypeVar("T")
 
 
 @contextlib.contextmanager
@@ -38,20 +41,28 @@ def cached_tensor(
 ) -> torch.Tensor:
     """The tensor stored at ``path``, or ``compute()`` stored there atomically first. Under a lock, so one
     process computes while the others wait and then read; an unreadable or invalid file is recomputed."""
+    return cached_value(
+        path, lambda: compute().detach().cpu(), lambda t: isinstance(t, torch.Tensor) and valid(t)
+    )
+
+
+def cached_value(path: Path, compute: Callable[[], T], valid: Callable[[Any], bool]) -> T:
+    """:func:`cached_tensor` for any value ``torch.load(weights_only=True)`` reads back (tensors, numbers,
+    strings and dicts or lists of them); ``valid`` checks what was read, type included."""
     with file_lock(path.with_suffix(".lock")):
         if path.exists():
             try:
-                t = torch.load(path, map_location="cpu", weights_only=True)
-                if isinstance(t, torch.Tensor) and valid(t):
+                v = torch.load(path, map_location="cpu", weights_only=True)
+                if valid(v):
                     mark_used(path)
-                    return t
+                    return cast(T, v)
             except Exception:  # a truncated or foreign file: recompute it
                 pass
-        t = compute().detach().cpu()
+        value = compute()
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        torch.save(t, tmp)
+        torch.save(value, tmp)
         os.replace(tmp, path)
-        return t
+        return value
 
 
 ENTRY_SUFFIXES = (".npy", ".pt")

@@ -18,11 +18,11 @@ import torch
 from pydantic import BaseModel, ConfigDict
 
 from workers.accel import Accel, Precision
-from workers.disk_cache import cached_tensor
+from workers.disk_cache import cached_tensor, cached_value
 from workers.model import Classifier
 from workers.tasks.base import OodAggregate, Task, TaskData
 from workers.tasks.base import resolve_task as _resolve_task
-from workers.training import extract_features, fresh_head, linear_probe
+from workers.training import DEFAULT_PROBE_CS, ProbeFit, extract_features, fresh_head, linear_probe
 
 
 class WorkerContext(BaseModel):
@@ -89,8 +89,9 @@ def prepared_task(
     """Load (once per process) the task's data, backbone and linear-probe head; later calls are free.
 
     The frozen ID-train features the LP head is fitted on are cached on disk (keyed by the task and a
-    fingerprint of the pretrained weights), so only the first worker on a machine runs the backbone over
-    the training set; ``device`` is where that extraction runs (fp32). ``data_roots`` are the folders the
+    fingerprint of the pretrained weights), and so is the cross-validated head fitted on them
+    (:func:`cached_linear_probe`), so only the first worker on a machine runs the backbone over the training
+    set and the CV; ``device`` is where that extraction runs (fp32). ``data_roots`` are the folders the
     task may read user files from; ``ood_val_aggregate`` how named OOD val sets are scored (the data and head
     are shared between aggregates)."""
     roots = tuple(str(r) for r in data_roots)
@@ -110,10 +111,7 @@ def prepared_task(
                 head = data.init_head
             else:
                 feats = frozen_train_features(data, Path(cache_dir), key, device or torch.device("cpu"))
-                fit = linear_probe(
-                    data.backbone, data.id_train, data.feature_dim, data.num_classes,
-                    device=torch.device("cpu"), features=feats,
-                )  # fmt: skip
+                fit = cached_linear_probe(data, feats, Path(cache_dir))
                 head, info = fit.head, fit.info()
             _cache[key, roots, ood_val_aggregate] = PreparedTask(data=data, lp_head=head, head_info=info)
         return _cache[key, roots, ood_val_aggregate]
@@ -145,6 +143,51 @@ def frozen_train_features(
         compute,
         valid=lambda t: t.shape == (len(data.id_train), data.feature_dim),
     )
+
+
+#: Bump when :func:`linear_probe`'s fit changes, so cached heads from an older fit are not reused.
+PROBE_VERSION = 1
+
+
+def cached_linear_probe(data: TaskData, feats: torch.Tensor, cache_dir: Path) -> ProbeFit:
+    """:func:`linear_probe` on the frozen ID-train features, fitted once per machine and cached on disk:
+    the cross-validation costs seconds, and every worker process of every job starts from this head.
+
+    The entry is keyed by the features' and labels' bytes and the probe's settings, so a new backbone, a
+    new split or a new C grid is a miss; an entry that does not fit the task is refitted."""
+    y = data.id_train.y.cpu()
+    h = hashlib.blake2b(digest_size=16)
+    h.update(repr((PROBE_VERSION, DEFAULT_PROBE_CS, data.num_classes, tuple(feats.shape))).encode())
+    for t in (feats.detach().cpu().float().contiguous(), y.contiguous()):
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes())
+    path = cache_dir / "probes" / f"{h.hexdigest()}.pt"
+    shape = (data.num_classes, data.feature_dim)
+
+    def compute() -> dict[str, Any]:
+        fit = linear_probe(
+            data.backbone, data.id_train, data.feature_dim, data.num_classes,
+            device=torch.device("cpu"), features=feats,
+        )  # fmt: skip
+        return {
+            "weight": fit.head.weight.detach().cpu(), "bias": fit.head.bias.detach().cpu(),
+            "C": fit.C, "folds": fit.folds, "cv": [[c, v] for c, v in fit.cv.items()],
+        }  # fmt: skip
+
+    def valid(v: Any) -> bool:
+        return (
+            isinstance(v, dict)
+            and isinstance(v.get("weight"), torch.Tensor)
+            and tuple(v["weight"].shape) == shape
+            and isinstance(v.get("bias"), torch.Tensor)
+            and tuple(v["bias"].shape) == shape[:1]
+        )
+
+    v = cached_value(path, compute, valid)
+    head = torch.nn.Linear(data.feature_dim, data.num_classes)
+    with torch.no_grad():
+        head.weight.copy_(v["weight"])
+        head.bias.copy_(v["bias"])
+    return ProbeFit(head, float(v["C"]), {float(c): float(a) for c, a in v["cv"]}, int(v["folds"]))
 
 
 def device_for(use_gpu: bool) -> torch.device:

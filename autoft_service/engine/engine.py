@@ -156,6 +156,7 @@ class Engine:
             self.tracker.client.update_run(handles.parent_run_id, status="RUNNING")
         handles.study_name = handles.study_name or f"autoft-{job_id}"
         listener.handles(handles)
+        durations["setup_s"] = time.time() - t0 - durations["prepare_s"]
 
         try:
             result = self._run_stages(spec, job_id, listener, handles, extra_trials, durations, t0)
@@ -186,6 +187,7 @@ class Engine:
         t0: float,
     ) -> JobResult:
         assert handles.parent_run_id and handles.experiment_id and handles.study_name
+        t_search = time.time()
         study = self.study(spec, handles.study_name)
         interrupted = fail_stale_trials(study)
         listener.reconcile(finished_events(spec, finished_trials(study)))
@@ -200,7 +202,7 @@ class Engine:
         if remaining > 0:
             ensure_ray(self.settings)
             self._search(spec, job_id, listener, handles, remaining, constraint, len(study.trials))
-        durations["search_s"] = time.time() - t0 - durations["prepare_s"]
+        durations["search_s"] = time.time() - t_search
         if listener.should_cancel():
             raise JobCancelled("job cancelled during the search")
 
@@ -223,10 +225,12 @@ class Engine:
             front = {p["trial"] for p in pareto}
             complete = [t for t in complete if t.number in front] or complete
             self.tracker.log_json(handles.parent_run_id, pareto, "pareto.json")
+        t_select = time.time()
         start = self._start(spec, study, handles)
         best, best_value, reeval, selection, runners_up = self._pick_best(
             spec, complete, handles, listener, start
         )
+        durations["select_s"] = time.time() - t_select
         self.tracker.log_json(handles.parent_run_id, selection.as_json(), "selection.json")
         best_params = full_params(spec.search, best.params)
         # params are immutable in MLflow and an extended job may find a new best: tags + an artifact
@@ -255,7 +259,9 @@ class Engine:
             )  # fmt: skip
             for o in outcomes
         ]
+        t_record = time.time()
         version = self._record(spec, job_id, handles, study, rows, outcomes, selected)
+        durations["record_s"] = time.time() - t_record
         durations["total_s"] = time.time() - t0
         return JobResult(
             job_id=job_id,

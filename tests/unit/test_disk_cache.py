@@ -136,3 +136,61 @@ def test_cache_commands(tmp_path: Path) -> None:
     res = runner.invoke(app, ["cache", "prune", "--max-size", "lots", "--data-dir", str(tmp_path)])
     assert res.exit_code == 2 and "Invalid value for --max-size: 'lots' is not a size" in _flat(res.output)
     assert (root / "features" / "new.pt").exists()
+
+
+# The fitted linear-probe head and the demo's decoded digits are cache entries too ---------------------------
+def _probe_task(n: int = 60, d: int = 8, seed: int = 0):  # type: ignore[no-untyped-def]
+    from workers.tasks.base import Split, TaskData
+
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 3
+    x = torch.randn(n, d, generator=g) + 2.0 * torch.nn.functional.one_hot(y, d).float()
+    s = Split(x, y)
+    return TaskData(torch.nn.Identity(), d, 3, s, s, s, s), x
+
+
+def test_the_probe_head_is_fitted_once_and_read_back_identically(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import workers.prepared as prepared
+
+    data, feats = _probe_task()
+    first = prepared.cached_linear_probe(data, feats, tmp_path)
+    assert len(list((tmp_path / "probes").glob("*.pt"))) == 1
+
+    def no_refit(*a: object, **k: object) -> None:
+        raise AssertionError("the cached head was refitted")
+
+    monkeypatch.setattr(prepared, "linear_probe", no_refit)
+    again = prepared.cached_linear_probe(data, feats, tmp_path)
+    assert torch.equal(again.head.weight, first.head.weight) and torch.equal(again.head.bias, first.head.bias)
+    assert (again.C, again.cv, again.folds) == (first.C, first.cv, first.folds)
+    assert again.info() == first.info() and first.folds == 5
+
+
+def test_new_labels_or_a_broken_entry_refit_the_probe(tmp_path: Path) -> None:
+    import workers.prepared as prepared
+
+    data, feats = _probe_task()
+    prepared.cached_linear_probe(data, feats, tmp_path)
+    flipped = type(data.id_train)(data.id_train.x, data.id_train.y.roll(1))
+    data2 = type(data)(data.backbone, 8, 3, flipped, flipped, flipped, flipped)
+    prepared.cached_linear_probe(data2, feats, tmp_path)  # other labels: another entry
+    entries = sorted((tmp_path / "probes").glob("*.pt"))
+    assert len(entries) == 2
+    for e in entries:
+        e.write_bytes(b"not a tensor file")
+    fit = prepared.cached_linear_probe(data, feats, tmp_path)
+    assert fit.head.weight.shape == (3, 8) and fit.folds == 5
+    assert torch.load(entries[0], weights_only=True) or torch.load(entries[1], weights_only=True)
+
+
+def test_the_demo_digits_come_from_the_cache_unchanged(tmp_path: Path) -> None:
+    from workers.tasks.digits import load_digit_images
+
+    x, y = load_digit_images()
+    cx, cy = load_digit_images(tmp_path)  # decoded into the cache
+    again_x, again_y = load_digit_images(tmp_path)  # read back
+    assert (tmp_path / "digits-shift" / "images-16px.pt").exists()
+    assert torch.equal(x, again_x) and torch.equal(y, again_y) and torch.equal(cx, again_x)
+    assert again_y.dtype == torch.int64 and again_x.shape == (1797, 1, 16, 16)

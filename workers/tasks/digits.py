@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
-from workers.disk_cache import mark_used
+from workers.disk_cache import cached_tensor, mark_used
 from workers.tasks.base import Split, Task, TaskData, pooled, register_task
 from workers.tasks.shifts import apply_shift, broad_augment
 
@@ -75,14 +75,27 @@ class DigitsCNN(nn.Module):
         return self.net(x)
 
 
-def load_digit_images() -> tuple[torch.Tensor, torch.Tensor]:
-    """All 1797 digits as [N, 1, 16, 16] floats in [0, 1] and int64 labels."""
+def load_digit_images(cache_dir: Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """All 1797 digits as [N, 1, 16, 16] floats in [0, 1] and int64 labels; with ``cache_dir``, read from
+    (or decoded once into) the task cache, which spares every worker process importing scikit-learn."""
+    if cache_dir is not None:
+        both = cached_tensor(
+            cache_dir / "digits-shift" / "images-16px.pt",
+            lambda: _digits_table(*load_digit_images()),
+            valid=lambda t: t.shape == (1797, 257),
+        )
+        return both[:, :256].reshape(-1, 1, 16, 16).contiguous(), both[:, 256].round().to(torch.int64)
     from sklearn.datasets import load_digits
 
     d = load_digits()
     x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
     x = F.interpolate(x, size=(16, 16), mode="bilinear", align_corners=False)
     return x, torch.tensor(d.target, dtype=torch.int64)
+
+
+def _digits_table(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Images and labels as one float table, [N, 256 pixels + label] (a label is exact in float32)."""
+    return torch.cat([x.reshape(len(x), -1), y.to(torch.float32)[:, None]], dim=1)
 
 
 def _nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -131,7 +144,7 @@ class DigitsShiftTask(Task):
         return self.cache_dir / "digits-shift" / f"backbone-{digest}.pt"
 
     def _partition(self) -> dict[str, torch.Tensor]:
-        x, y = load_digit_images()
+        x, y = load_digit_images(self.cache_dir)
         perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(12345))
         pretrain, downstream = perm[: len(y) // 2], perm[len(y) // 2 :]
         g = torch.Generator().manual_seed(self.params.split_seed)
@@ -164,7 +177,7 @@ class DigitsShiftTask(Task):
         if path.exists():
             mark_used(path)
             return
-        x, _ = load_digit_images()
+        x, _ = load_digit_images(self.cache_dir)
         net = pretrain_backbone(x[self._partition()["pretrain"]], self.params.pretrain_steps, seed=0)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
@@ -182,7 +195,7 @@ class DigitsShiftTask(Task):
             self.prepare()
             state = torch.load(path, map_location="cpu", weights_only=True)
         backbone.load_state_dict(state)
-        x, y = load_digit_images()
+        x, y = load_digit_images(self.cache_dir)
         parts = self._partition()
         p = self.params
 
