@@ -117,6 +117,12 @@ def prepared_task(
         return _cache[key, roots, ood_val_aggregate]
 
 
+def clear_prepared() -> None:
+    """Forget the tasks this process loaded: the next :func:`prepared_task` reloads from the disk cache."""
+    with _cache_lock:
+        _cache.clear()
+
+
 def weights_fingerprint(module: torch.nn.Module) -> str:
     """A hash of every parameter and buffer (names, shapes and bytes)."""
     h = hashlib.blake2b(digest_size=16)
