@@ -499,7 +499,10 @@ class Engine:
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             ),
         )
-        tuner.fit()
+        try:
+            tuner.fit()
+        finally:
+            callback.close()  # a no-op after a normal end (Tune ended the search, flushing the writes)
         if callback.deferred or callback.lost:
             listener.stage("tracking", {"deferred_writes": callback.deferred, "lost": callback.lost})
 

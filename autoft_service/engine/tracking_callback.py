@@ -1,14 +1,18 @@
 """The Tune callback on the driver: every trial recorded as an MLflow child run, its events sent to the listener.
 
-MLflow writes are queued and applied in order; while the tracking server is unreachable they wait and the
+MLflow writes are queued and applied in order by a writer thread of their own, off the path between one
+trial's result and the next trial's start; while the tracking server is unreachable they wait there and the
 search goes on. At the end of the search the queue gets a grace period, then what is left is reported lost.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from ray.tune import Callback
@@ -28,6 +32,17 @@ def _run_id(ev: TrialEvent) -> str:
     if ev.mlflow_run_id is None:
         raise RuntimeError(f"trial {ev.number} has no MLflow run yet")
     return ev.mlflow_run_id
+
+
+@dataclass
+class _Write:
+    """One queued MLflow write of a trial."""
+
+    ev: TrialEvent
+    what: str
+    op: Callable[[TrialEvent], None]
+    deferred: bool = False  # counted in ``SearchCallback.deferred``
+
 
 class SearchCallback(Callback):
     """Driver-side: records every trial in MLflow (child runs) and forwards events to the listener.
@@ -63,11 +78,17 @@ class SearchCallback(Callback):
         self.search = search
         self.grace_s = grace_s
         self.events: dict[str, TrialEvent] = {}
-        # MLflow writes in order; while the tracking server is unreachable they wait here and the search
-        # goes on. Whatever is still pending when the search ends (after a grace period) is reported lost.
-        self.pending: list[tuple[TrialEvent, str, Callable[[TrialEvent], None]]] = []
-        self.deferred = 0
+        # MLflow writes in order, from a writer thread; while the tracking server is unreachable they wait
+        # here and the search goes on. Whatever is still pending when the search ends (after a grace
+        # period) is reported lost.
+        self.pending: deque[_Write] = deque()
+        self.deferred = 0  # writes delayed by a failing tracking server (each counted once)
+        self._failing = False  # the write at the head of the queue failed and is being retried
         self.lost: list[str] = []
+        self.retry_s = 1.0
+        self._cv = threading.Condition()
+        self._stop = False
+        self._writer: threading.Thread | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its run config for Tuner.restore, which this engine does not use (the Optuna study
@@ -75,26 +96,58 @@ class SearchCallback(Callback):
         return {"job_id": self.job_id}
 
     def _track(self, ev: TrialEvent, what: str, op: Callable[[TrialEvent], None]) -> None:
-        self.pending.append((ev, what, op))
-        self.flush(0.0)
+        with self._cv:
+            write = _Write(ev, what, op)
+            if self._failing:
+                write.deferred, self.deferred = True, self.deferred + 1
+            self.pending.append(write)
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._write, name="autoft-mlflow-writer", daemon=True)
+                self._writer.start()
+            self._cv.notify_all()
+
+    def _write(self) -> None:
+        """The writer thread: apply pending writes in order; a failed write is retried every ``retry_s``
+        (the later ones wait behind it) until it lands or the search ends."""
+        while True:
+            with self._cv:
+                while not self.pending and not self._stop:
+                    self._cv.wait()
+                if self._stop:
+                    return
+                head = self.pending[0]
+            try:
+                head.op(head.ev)
+            except Exception as e:  # tracking server down or erroring: keep the write, keep searching
+                with self._cv:
+                    if not self._failing:
+                        log.warning("MLflow write deferred (%s of trial %s): %s", head.what, head.ev.number, e)
+                    self._failing = True
+                    for w in self.pending:  # the failing write and every one queued behind it
+                        if not w.deferred:
+                            w.deferred, self.deferred = True, self.deferred + 1
+                    self._cv.notify_all()
+                    self._cv.wait_for(lambda: self._stop, timeout=self.retry_s)
+                continue
+            with self._cv:
+                self._failing = False
+                self.pending.popleft()
+                self._cv.notify_all()
 
     def flush(self, patience_s: float) -> bool:
-        """Apply pending MLflow writes in order; retry for ``patience_s``. True when nothing is pending."""
-        deadline = time.monotonic() + patience_s
-        while self.pending:
-            ev, what, op = self.pending[0]
-            try:
-                op(ev)
-            except Exception as e:  # tracking server down or erroring: keep the write, keep searching
-                if time.monotonic() >= deadline:
-                    if self.deferred == 0 or len(self.pending) == 1:
-                        log.warning("MLflow write deferred (%s of trial %s): %s", what, ev.number, e)
-                    self.deferred += 1
-                    return False
-                time.sleep(1.0)
-                continue
-            self.pending.pop(0)
-        return True
+        """Wait up to ``patience_s`` for the pending MLflow writes to land. True when nothing is pending."""
+        with self._cv:
+            return self._cv.wait_for(lambda: not self.pending, timeout=max(0.0, patience_s))
+
+    def close(self) -> None:
+        """Stop the writer: it finishes the write it is applying (within the client's own timeout), then
+        leaves the rest in ``pending``."""
+        with self._cv:
+            self._stop = True
+            self._cv.notify_all()
+            writer = self._writer
+        if writer is not None:
+            writer.join(timeout=30.0)
 
     def _event(self, trial: Any) -> TrialEvent:
         ev = self.events.get(trial.trial_id)
@@ -174,8 +227,10 @@ class SearchCallback(Callback):
         for ev in list(self.events.values()):
             if ev.finished_at is None:
                 self._finish_event(ev, "interrupted", "stopped with the search")
-        if not self.flush(self.grace_s):
-            self.lost = [f"trial {ev.number}: {what}" for ev, what, _ in self.pending]
+        landed = self.flush(self.grace_s)
+        self.close()
+        if not landed and self.pending:
+            self.lost = [f"trial {w.ev.number}: {w.what}" for w in self.pending]
             log.error("MLflow unreachable: %d tracking writes lost: %s", len(self.lost), self.lost[:20])
             return
         # a create the HTTP client or this callback retried may have left a second run for a trial

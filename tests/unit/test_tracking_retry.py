@@ -65,6 +65,16 @@ def setup(tmp_path: Path) -> tuple[Tracker, SearchCallback, str]:
     return tracker, cb, exp
 
 
+def _eventually(check: Any, timeout_s: float = 10.0) -> bool:
+    """True once ``check()`` holds (the writes are applied by the callback's writer thread)."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def _trial(config: dict[str, Any]) -> Any:
     return SimpleNamespace(trial_id="t0", config=config, get_error=lambda: None)
 
@@ -76,7 +86,7 @@ def test_child_run_created_once_when_the_create_reply_is_lost(
     monkeypatch.setattr(tracker.client, "create_run", _AnswerLost(tracker.client.create_run))
     trial = _trial({"optim": {"lr": 0.01}})
     cb.on_trial_start(0, [], trial)
-    assert cb.pending and cb.deferred == 1  # the write failed and waits
+    assert _eventually(lambda: cb.deferred == 1) and cb.pending  # the write failed and waits
     cb.on_trial_result(0, [], trial, {"ood_val/accuracy": 0.5, "step": 5})
     cb.on_trial_complete(0, [], trial)
     assert cb.flush(5.0)
@@ -101,7 +111,7 @@ def test_params_failure_after_create_reuses_the_run_and_metrics_are_not_doubled(
     assert cb.flush(5.0)
     monkeypatch.setattr(tracker.client, "log_batch", _AnswerLost(log_batch))  # metrics land, the reply is lost
     cb.on_trial_result(0, [], trial, {"ood_val/accuracy": 0.75, "step": 3})
-    assert cb.pending
+    assert _eventually(lambda: cb.deferred == 2) and cb.pending
     cb.on_trial_complete(0, [], trial)
     assert cb.flush(5.0)
 
@@ -127,6 +137,7 @@ def test_a_run_the_http_client_created_twice_is_deleted_at_the_end(
     monkeypatch.setattr(tracker.client, "create_run", applied_twice)
     trial = _trial({"optim": {"lr": 0.03}})
     cb.on_trial_start(0, [], trial)
+    assert cb.flush(5.0)
     monkeypatch.setattr(tracker.client, "create_run", create_run)
     assert not cb.pending and cb.deferred == 0  # nothing failed as far as the callback knows
     cb.on_trial_complete(0, [], trial)
@@ -177,3 +188,31 @@ def test_a_negative_grace_period_is_refused_naming_the_setting(monkeypatch: pyte
 def _callback_kwargs(cb: SearchCallback) -> dict[str, Any]:
     names = ("tracker", "searcher", "listener", "job_id", "experiment_id", "parent_run_id", "metric")
     return {**{n: getattr(cb, n) for n in names}, "full_steps": cb.full_steps, "search": cb.search}
+
+
+def test_a_slow_tracking_server_does_not_hold_up_the_search_and_keeps_the_order(
+    setup: tuple[Tracker, SearchCallback, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tracker, cb, exp = setup
+    trial = _trial({"optim": {"lr": 0.04}})
+    cb.on_trial_start(0, [], trial)
+    assert cb.flush(5.0)
+    log_batch = tracker.client.log_batch
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.3)
+        return log_batch(*args, **kwargs)
+
+    monkeypatch.setattr(tracker.client, "log_batch", slow)
+    t0 = time.monotonic()
+    for step in (1, 2, 3):
+        cb.on_trial_result(0, [], trial, {"ood_val/accuracy": step / 10, "step": step})
+    cb.on_trial_complete(0, [], trial)
+    assert time.monotonic() - t0 < 0.25  # the Tune loop went on: the writes wait for the writer thread
+    assert cb.pending
+    cb.on_experiment_end([])
+    assert not cb.pending and cb.lost == [] and cb.deferred == 0
+    run = tracker.client.get_run(cb.events["t0"].mlflow_run_id or "")
+    history = tracker.client.get_metric_history(run.info.run_id, "ood_val/accuracy")
+    assert [(m.step, m.value) for m in history] == [(1, 0.1), (2, 0.2), (3, 0.3)]
+    assert run.info.status == "FINISHED" and run.data.tags["autoft.last_step"] == "3"
