@@ -95,6 +95,22 @@ class JobDetail(JobSummary):
         )  # fmt: skip
 
 
+def job_detail_json(job: JobRecord, mlflow_ui_url: str | None = None) -> bytes:
+    """The JSON of ``JobDetail.from_record(job, mlflow_ui_url)``, built without the model (the same bytes;
+    a test holds the two equal): the body of the API's hottest read and of every submission."""
+    exp, run = job.mlflow_experiment_id, job.mlflow_parent_run_id
+    links: dict[str, str | None] = {"mlflow_experiment": None, "mlflow_run": None}
+    if mlflow_ui_url and exp:
+        base = f"{mlflow_ui_url.rstrip('/')}/#/experiments/{exp}"
+        links = {"mlflow_experiment": base, "mlflow_run": f"{base}/runs/{run}" if run else None}
+    return pydantic_core.to_json(
+        {
+            **_summary_json(job), "spec": job.spec, "results": job.results, "error": job.error,
+            "attempts": job.attempts, "mlflow_experiment_id": exp, "mlflow_parent_run_id": run, "links": links,
+        }  # fmt: skip
+    )
+
+
 class Page(BaseModel):
     total: int = Field(description="Items matching the filter, over all pages.")
     limit: int
@@ -113,7 +129,7 @@ def job_page_json(items: list[JobSummaryRecord], total: int, limit: int, offset:
     )
 
 
-def _summary_json(job: JobSummaryRecord) -> dict[str, Any]:
+def _summary_json(job: JobSummaryRecord | JobRecord) -> dict[str, Any]:
     return {
         "id": job.id, "name": job.name, "state": job.state, "created_at": job.created_at,
         "updated_at": job.updated_at, "started_at": job.started_at, "finished_at": job.finished_at,

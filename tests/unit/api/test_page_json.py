@@ -1,4 +1,5 @@
-"""The job list's JSON, built without models, is byte for byte what the ``JobPage`` model gives."""
+"""The job list's and a job's JSON, built without models, are byte for byte what the ``JobPage`` and
+``JobDetail`` models give."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 from fastapi.testclient import TestClient
 from pydantic import TypeAdapter
 
-from autoft_service.api.schemas import JobPage, JobSummary, job_page_json
-from autoft_service.store import JobStore, JobSummaryRecord
+from autoft_service.api.schemas import JobDetail, JobPage, JobSummary, job_detail_json, job_page_json
+from autoft_service.store import JobRecord, JobStore, JobSummaryRecord
 from tests.suites.store_helpers import spec
 
 
@@ -43,3 +44,44 @@ def test_the_list_route_answers_the_model_json(
     expected = JobPage(items=[JobSummary.from_summary(j) for j in items], total=total, limit=2, offset=1)
     assert r.content == TypeAdapter(JobPage).dump_json(expected)
     assert JobPage.model_validate_json(r.content).total == 3
+
+
+def _job(i: int) -> JobRecord:
+    j = _record(i)
+    return JobRecord(
+        id=j.id, tenant="acme", name=j.name, spec={"name": j.name, "budget": {"trials": 3, "lr": [1e-5, None]}},
+        state=j.state, created_at=j.created_at, updated_at=j.updated_at, started_at=j.started_at,
+        finished_at=j.finished_at, idempotency_key=None, owner=None, lease_expires_at=None, attempts=i,
+        cancel_requested=j.cancel_requested, trials_total=j.trials_total, trials_done=j.trials_done,
+        best_value=j.best_value, best_params=j.best_params,
+        results={"results": [{"method": "autoft", "ood_test/accuracy": 0.8125}]} if i % 3 == 2 else None,
+        error="boom: \"quoted\"" if i == 4 else None, mlflow_experiment_id=str(i) if i % 2 else None,
+        mlflow_parent_run_id=f"run{i}" if i % 4 == 1 else None, optuna_study_name=None, extra_trials=0,
+        retry_requests=[],
+    )  # fmt: skip
+
+
+def test_detail_json_matches_the_model() -> None:
+    for i in range(8):
+        job = _job(i)
+        for ui in (None, "http://mlflow.example/", "http://mlflow.example"):
+            assert job_detail_json(job, ui) == JobDetail.from_record(job, ui).model_dump_json().encode()
+
+
+def test_the_job_routes_answer_the_model_json(
+    client: TestClient, store: JobStore, acme: dict[str, str]
+) -> None:
+    r = client.post("/v1/jobs", json={"name": "d1", "task": {"name": "digits-shift"}}, headers=acme)
+    assert r.status_code == 202 and r.headers["content-type"] == "application/json"
+    job = store.get_job("acme", r.json()["id"])
+    settings = client.app.state.settings  # type: ignore[attr-defined]
+    assert r.content == JobDetail.from_record(job, settings.mlflow_ui_url).model_dump_json().encode()
+    got = client.get(f"/v1/jobs/{job.id}", headers=acme)
+    assert got.status_code == 200 and got.content == r.content
+    again = client.post(
+        "/v1/jobs", json={"name": "d2", "task": {"name": "digits-shift"}}, headers={**acme, "Idempotency-Key": "k1"}
+    )
+    repeat = client.post(
+        "/v1/jobs", json={"name": "d2", "task": {"name": "digits-shift"}}, headers={**acme, "Idempotency-Key": "k1"}
+    )
+    assert (again.status_code, repeat.status_code) == (202, 200) and again.content == repeat.content
