@@ -17,7 +17,7 @@ from workers.ft_methods import create_method, train_with_method, wise_ft_sweep
 from workers.ft_methods.base import HeadInit
 from workers.ft_methods.train import distance_from
 from workers.model import Classifier
-from workers.prepared import PreparedTask, WorkerContext, build_model, prepared_task
+from workers.prepared import PreparedTask, WorkerContext, build_model, prepared_task, score_start
 from workers.trainable import TrialContext
 from workers.training import evaluate_task
 from workers.trial_config import DISTANCE_KEY, TrialConfig
@@ -122,16 +122,9 @@ def _wise_ft_row(
 
 
 def start_metrics(ctx: FinalContext) -> dict[str, Any]:
-    """The starting model (pretrained backbone + starting head) on every split, how its head was chosen,
-    and the size of OOD val behind one ``ood_val`` score (the binomial standard error's ``n``: the pooled
-    size for the mean over sets, the smallest set for the worst)."""
+    """:func:`~workers.prepared.score_start` in a worker of its own (when no search trial scored it)."""
     accel, prepared = ctx.start()
-    data = prepared.data
-    model = build_model(prepared, "lp", 0, accel.device, accel=accel)
-    metrics = evaluate_task(model, data, None, ctx.metrics, accel.device, accel=accel)
-    sizes = [len(s) for s in data.ood_val_sets.values()] or [len(data.ood_val)]
-    n = min(sizes) if data.ood_val_aggregate == "worst" else sum(sizes)
-    return {"metrics": metrics, "ood_val_size": n, "head": dict(prepared.head_info)}
+    return score_start(prepared, accel, ctx.metrics)
 
 
 def distance_to_start(model: torch.nn.Module, start: dict[str, torch.Tensor]) -> float:

@@ -22,7 +22,14 @@ from workers.disk_cache import cached_tensor, cached_value
 from workers.model import Classifier
 from workers.tasks.base import OodAggregate, Task, TaskData
 from workers.tasks.base import resolve_task as _resolve_task
-from workers.training import DEFAULT_PROBE_CS, ProbeFit, extract_features, fresh_head, linear_probe
+from workers.training import (
+    DEFAULT_PROBE_CS,
+    ProbeFit,
+    evaluate_task,
+    extract_features,
+    fresh_head,
+    linear_probe,
+)
 
 
 class WorkerContext(BaseModel):
@@ -194,6 +201,18 @@ def cached_linear_probe(data: TaskData, feats: torch.Tensor, cache_dir: Path) ->
         head.weight.copy_(v["weight"])
         head.bias.copy_(v["bias"])
     return ProbeFit(head, float(v["C"]), {float(c): float(a) for c, a in v["cv"]}, int(v["folds"]))
+
+
+def score_start(prepared: PreparedTask, accel: Accel, metrics: Sequence[str]) -> dict[str, Any]:
+    """The starting model (pretrained backbone + starting head) on every split, how its head was chosen,
+    and the size of OOD val behind one ``ood_val`` score (the binomial standard error's ``n``: the pooled
+    size for the mean over sets, the smallest set for the worst)."""
+    data = prepared.data
+    model = build_model(prepared, "lp", 0, accel.device, accel=accel)
+    scores = evaluate_task(model, data, None, metrics, accel.device, accel=accel)
+    sizes = [len(s) for s in data.ood_val_sets.values()] or [len(data.ood_val)]
+    n = min(sizes) if data.ood_val_aggregate == "worst" else sum(sizes)
+    return {"metrics": scores, "ood_val_size": n, "head": dict(prepared.head_info)}
 
 
 def device_for(use_gpu: bool) -> torch.device:

@@ -10,19 +10,27 @@ from __future__ import annotations
 from typing import Any
 
 from workers.autoft import RunBudget, run_objective
-from workers.prepared import WorkerContext
-from workers.trial_config import TrialConfig, flatten_config
+from workers.prepared import WorkerContext, score_start
+from workers.trial_config import START_RESULT_KEY, TrialConfig, flatten_config
 
 __all__ = ["TrialContext", "autoft_trial", "flatten_config"]
 
+#: The prepared tasks (by identity: one per task and process) whose starting model this process scored.
+_scored_start: set[int] = set()
+
 
 class TrialContext(WorkerContext):
-    """The fixed part of every trial of one job."""
+    """The fixed part of every trial of one job.
+
+    ``score_start``: the first trial of each worker process also scores the starting model
+    (:func:`~workers.prepared.score_start`) and sends it with its first report under
+    :data:`~workers.trial_config.START_RESULT_KEY`, so the job needs no worker of its own for that."""
 
     inner_steps: int
     eval_every: int
     batch_size: int
     metrics: tuple[str, ...]
+    score_start: bool = False
 
     def budget(self) -> RunBudget:
         """One trial's budget, evaluated every ``eval_every`` steps."""
@@ -34,9 +42,16 @@ def autoft_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     from ray import tune
 
     accel, prepared = ctx.start()
+    start = None
+    if ctx.score_start and id(prepared) not in _scored_start:
+        _scored_start.add(id(prepared))
+        start = score_start(prepared, accel, ctx.metrics)
 
     def report(step: int, metrics: dict[str, float]) -> None:
-        tune.report({**metrics, "step": step})
+        nonlocal start
+        extra = {START_RESULT_KEY: start} if start is not None else {}
+        start = None
+        tune.report({**metrics, **extra, "step": step})
 
     run_objective(
         prepared, TrialConfig.from_flat(config), ctx.budget(),

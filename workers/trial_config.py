@@ -22,6 +22,8 @@ SEED_KEY = "train/seed"
 METHOD_KEY = "method/name"
 #: Reported at every evaluation of a run: the L2 distance of the weights from where the run started.
 DISTANCE_KEY = "train/distance"
+#: A trial result key (no "/": not a metric) carrying the starting model's scores, see ``TrialContext``.
+START_RESULT_KEY = "start_model"
 
 
 def loss_weight_key(term: str) -> str:

@@ -201,7 +201,10 @@ class Engine:
         )
         if remaining > 0:
             ensure_ray(self.settings)
-            self._search(spec, job_id, listener, handles, remaining, constraint, len(study.trials))
+            scored = self._search(spec, job_id, listener, handles, remaining, constraint, len(study.trials),
+                                  score_start="start" not in study.user_attrs)  # fmt: skip
+            if scored is not None and "start" not in study.user_attrs:
+                study.set_user_attr("start", scored)
         durations["search_s"] = time.time() - t_search
         if listener.should_cancel():
             raise JobCancelled("job cancelled during the search")
@@ -367,7 +370,8 @@ class Engine:
 
     def _start(self, spec: JobSpec, study: optuna.Study, handles: JobHandles) -> dict[str, Any]:
         """The starting model (pretrained backbone + starting head) scored once per job (kept in the study so
-        a resumed job reuses it) and logged as ``start/*``: what every trial and the final stage must beat."""
+        a resumed job reuses it) and logged as ``start/*``: what every trial and the final stage must beat.
+        The search's first trial scores it in its worker; a worker of its own only when none did."""
         start = study.user_attrs.get("start")
         if start is None:
             import ray
@@ -432,7 +436,11 @@ class Engine:
         num_samples: int,
         constraint: IdValDropConstraint | None = None,
         trials_so_far: int = 0,
-    ) -> None:
+        *,
+        score_start: bool = False,
+    ) -> dict[str, Any] | None:
+        """Run the Tune search; return the starting model's scores when ``score_start`` asked the trials
+        for them and one sent them."""
         from ray import tune
 
         b = spec.budget
@@ -469,7 +477,7 @@ class Engine:
             grace_s=self.settings.tracking_grace_seconds,
             tenant=handles.tenant,
         )
-        ctx = self._trial_context(spec)
+        ctx = self._trial_context(spec).model_copy(update={"score_start": score_start})
         trainable = tune.with_resources(
             tune.with_parameters(autoft_trial, ctx=ctx),
             {"cpu": spec.resources.cpus_per_trial, "gpu": spec.resources.gpus_per_trial},
@@ -505,6 +513,7 @@ class Engine:
             callback.close()  # a no-op after a normal end (Tune ended the search, flushing the writes)
         if callback.deferred or callback.lost:
             listener.stage("tracking", {"deferred_writes": callback.deferred, "lost": callback.lost})
+        return callback.start
 
     def _final_stage(
         self,

@@ -23,6 +23,7 @@ from autoft_service.search.space import full_params
 from autoft_service.spec import SearchSpec
 from autoft_service.tracking import Tracker, run_status_for
 from workers.trainable import flatten_config
+from workers.trial_config import START_RESULT_KEY
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,8 @@ class SearchCallback(Callback):
         self.search = search
         self.grace_s = grace_s
         self.events: dict[str, TrialEvent] = {}
+        #: The starting model's scores, when a trial sent them (``TrialContext.score_start``).
+        self.start: dict[str, Any] | None = None
         # MLflow writes in order, from a writer thread; while the tracking server is unreachable they wait
         # here and the search goes on. Whatever is still pending when the search ends (after a grace
         # period) is reported lost.
@@ -181,6 +184,8 @@ class SearchCallback(Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         ev = self._event(trial)
+        if self.start is None and isinstance(result.get(START_RESULT_KEY), dict):
+            self.start = result[START_RESULT_KEY]
         metrics = {k: v for k, v in result.items() if "/" in k and not k.startswith("config/")}
         ev.last_step = int(result.get("step", ev.last_step))
         ev.value = result.get(self.metric, ev.value)

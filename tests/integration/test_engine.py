@@ -73,7 +73,10 @@ def _runs(settings: Settings, experiment_id: str) -> list:
 def test_search_end_to_end(ray_runtime: None, settings: Settings) -> None:
     final = {**small_spec()["final"], "wise_ft_alphas": [0.0, 0.5, 1.0], "soup_top_k": 2,
              "baseline_lr_grid": [0.3, 1.0]}  # fmt: skip
-    spec = parse_spec(small_spec(final=final))
+    # one trial at a time: ASHA sees the results in one order, so which trials complete (and feed the
+    # soup) does not depend on timing
+    budget = {**small_spec()["budget"], "max_concurrent": 1}
+    spec = parse_spec(small_spec(final=final, budget=budget))
     rec = Recorder()
     result = Engine(settings).run(spec, job_id="job-e2e", listener=rec)
 
@@ -117,8 +120,9 @@ def test_search_end_to_end(ray_runtime: None, settings: Settings) -> None:
     if wise["wise_ft/alpha"] == 1.0:  # α = 1 is the AutoFT model itself
         assert wise["id_test/accuracy"] == pytest.approx(result.results[0]["id_test/accuracy"])
     # the start (the cross-validated probe = the lp row) is scored and never beaten by the WiSE-FT row
-    start = result.selection["start"]
+    start = result.selection["start"]  # scored by the search's first trial, in its worker
     assert start["ood_val/accuracy"] == pytest.approx(rows["lp"]["ood_val/accuracy"])
+    assert all(rows["lp"][k] == pytest.approx(v) for k, v in start.items())  # every split, every interval
     assert wise["ood_val/accuracy"] >= start["ood_val/accuracy"] - 1e-9
     assert rows["lp"]["lp/C"] > 0 and "start/ood_val/accuracy" in parent[0].data.metrics
     assert rows["autoft_soup"]["ood_val/accuracy"] >= rows["autoft"]["ood_val/accuracy"] - 1e-9

@@ -156,3 +156,37 @@ def test_a_classifier_model_round_trips_through_average_states(task_cache: Path)
     state = m.state_dict()
     m.load_state_dict(average_states([state, state]))
     assert all(torch.equal(v, state[k]) for k, v in m.state_dict().items())
+
+
+def test_the_first_trial_of_a_worker_scores_the_start_and_trains_as_without(
+    task_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ray.tune
+
+    import workers.trainable as trainable
+    from workers.trial_config import START_RESULT_KEY
+
+    reports: list[dict[str, object]] = []
+    monkeypatch.setattr(ray.tune, "report", lambda metrics: reports.append(dict(metrics)))
+    monkeypatch.setattr(trainable, "_scored_start", set())
+    base = trainable.TrialContext(
+        task_name="digits-shift", task_params=dict(FAST_TASK_PARAMS), cache_dir=str(task_cache),
+        inner_steps=6, eval_every=3, batch_size=16, metrics=("accuracy",),
+    )  # fmt: skip
+    trainable.autoft_trial(_cfg(3e-2), base)
+    plain = [dict(r) for r in reports]
+    reports.clear()
+    scoring = base.model_copy(update={"score_start": True})
+    trainable.autoft_trial(_cfg(3e-2), scoring)  # the first trial of this process scores the start ...
+    trainable.autoft_trial(_cfg(3e-2), scoring)  # ... once
+    assert [START_RESULT_KEY in r for r in reports] == [True, False, False, False]
+    start = reports[0].pop(START_RESULT_KEY)
+
+    def scores(rs: list[dict[str, object]]) -> list[dict[str, object]]:  # throughput varies run to run
+        return [{k: v for k, v in r.items() if not k.startswith("perf/")} for r in rs]
+
+    assert scores(reports[:2]) == scores(plain) == scores(reports[2:])  # scoring the start changes nothing
+    assert isinstance(start, dict)
+    direct = start_metrics(_ctx(task_cache))
+    data = prepared_task("digits-shift", FAST_TASK_PARAMS, task_cache).data
+    assert start == direct and start["ood_val_size"] == len(data.ood_val)
