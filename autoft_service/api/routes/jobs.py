@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from fastapi import APIRouter, Header, Query, Request, Response, status
 
 from autoft_service.api.auth import Tenant
 from autoft_service.api.deps import SettingsDep, StoreDep, app_settings, app_store
@@ -87,10 +87,10 @@ IdempotencyKey = Annotated[
 async def submit_job(
     tenant: Tenant,
     request: Request,
-    body: Annotated[Any, Depends(json_body)],
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """Submit a job spec; it is validated, queued and run when a runner is free."""
+    body = await json_body(request)  # read here, not as a dependency: the body's schema is in _SPEC_BODY
     store, settings = app_store(request), app_settings(request)
     if not isinstance(body, dict):
         raise InvalidSpec(
