@@ -106,7 +106,9 @@ def engine_rates(settings: Settings, spec: dict[str, Any], job_id: str) -> tuple
 
     result = Engine(settings).run(parse_spec(spec, data_roots=settings.data_root_paths), job_id=job_id)
     client = MlflowClient(settings.tracking_uri)
-    runs = client.search_runs([result.handles.experiment_id], "tags.`autoft.role` = 'trial'")
+    experiment_id = result.handles.experiment_id
+    assert experiment_id is not None, "a finished job has its MLflow experiment"
+    runs = client.search_runs([experiment_id], "tags.`autoft.role` = 'trial'")
     rates = []
     for r in runs:
         hist = sorted(
