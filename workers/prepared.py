@@ -135,8 +135,12 @@ def weights_fingerprint(module: torch.nn.Module) -> str:
     h = hashlib.blake2b(digest_size=16)
     for name, t in [*module.named_parameters(), *module.named_buffers()]:
         h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
-        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        h.update(_tensor_bytes(t))
     return h.hexdigest()
+
+
+def _tensor_bytes(t: torch.Tensor) -> bytes:
+    return t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes()
 
 
 def frozen_train_features(
@@ -171,8 +175,8 @@ def cached_linear_probe(data: TaskData, feats: torch.Tensor, cache_dir: Path) ->
     y = data.id_train.y.cpu()
     h = hashlib.blake2b(digest_size=16)
     h.update(repr((PROBE_VERSION, DEFAULT_PROBE_CS, data.num_classes, tuple(feats.shape))).encode())
-    for t in (feats.detach().cpu().float().contiguous(), y.contiguous()):
-        h.update(t.view(-1).view(torch.uint8).numpy().tobytes())
+    for t in (feats.float(), y):
+        h.update(_tensor_bytes(t))
     path = cache_dir / "probes" / f"{h.hexdigest()}.pt"
     shape = (data.num_classes, data.feature_dim)
 

@@ -16,8 +16,7 @@ from autoft_service.store import JobStore
 
 async def get_store(request: Request) -> JobStore:
     """The app's job store (set by ``create_app``); async, so FastAPI calls it without a thread hop."""
-    store: JobStore = request.app.state.store
-    return store
+    return app_store(request)
 
 
 async def get_app_settings(request: Request) -> Settings:

@@ -81,13 +81,7 @@ class JobDetail(JobSummary):
 
     @classmethod
     def from_record(cls, job: JobRecord, mlflow_ui_url: str | None = None) -> JobDetail:
-        links = Links()
-        if mlflow_ui_url and job.mlflow_experiment_id:
-            base = f"{mlflow_ui_url.rstrip('/')}/#/experiments/{job.mlflow_experiment_id}"
-            links = Links(
-                mlflow_experiment=base,
-                mlflow_run=f"{base}/runs/{job.mlflow_parent_run_id}" if job.mlflow_parent_run_id else None,
-            )
+        links = Links(**_links_json(job, mlflow_ui_url))
         return cls(
             **_summary_fields(job), spec=job.spec, results=job.results, error=job.error, attempts=job.attempts,
             mlflow_experiment_id=job.mlflow_experiment_id, mlflow_parent_run_id=job.mlflow_parent_run_id,
@@ -95,14 +89,20 @@ class JobDetail(JobSummary):
         )  # fmt: skip
 
 
+def _links_json(job: JobRecord, mlflow_ui_url: str | None) -> dict[str, str | None]:
+    """The job's ``Links``: its experiment and parent run in the MLflow UI, when both are known."""
+    exp, run = job.mlflow_experiment_id, job.mlflow_parent_run_id
+    if not (mlflow_ui_url and exp):
+        return {"mlflow_experiment": None, "mlflow_run": None}
+    base = f"{mlflow_ui_url.rstrip('/')}/#/experiments/{exp}"
+    return {"mlflow_experiment": base, "mlflow_run": f"{base}/runs/{run}" if run else None}
+
+
 def job_detail_json(job: JobRecord, mlflow_ui_url: str | None = None) -> bytes:
     """The JSON of ``JobDetail.from_record(job, mlflow_ui_url)``, built without the model (the same bytes;
     a test holds the two equal): the body of the API's hottest read and of every submission."""
     exp, run = job.mlflow_experiment_id, job.mlflow_parent_run_id
-    links: dict[str, str | None] = {"mlflow_experiment": None, "mlflow_run": None}
-    if mlflow_ui_url and exp:
-        base = f"{mlflow_ui_url.rstrip('/')}/#/experiments/{exp}"
-        links = {"mlflow_experiment": base, "mlflow_run": f"{base}/runs/{run}" if run else None}
+    links = _links_json(job, mlflow_ui_url)
     return pydantic_core.to_json(
         {
             **_summary_json(job), "spec": job.spec, "results": job.results, "error": job.error,

@@ -203,7 +203,7 @@ class Engine:
             ensure_ray(self.settings)
             scored = self._search(spec, job_id, listener, handles, remaining, constraint, len(study.trials),
                                   score_start="start" not in study.user_attrs)  # fmt: skip
-            if scored is not None and "start" not in study.user_attrs:
+            if scored is not None:  # only sent when the study had no start yet
                 study.set_user_attr("start", scored)
         durations["search_s"] = time.time() - t_search
         if listener.should_cancel():

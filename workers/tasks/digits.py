@@ -143,8 +143,11 @@ class DigitsShiftTask(Task):
         digest = hashlib.sha256(key.encode()).hexdigest()[:12]
         return self.cache_dir / "digits-shift" / f"backbone-{digest}.pt"
 
-    def _partition(self) -> dict[str, torch.Tensor]:
-        x, y = load_digit_images(self.cache_dir)
+    def _partition(self, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Index sets of the digits (labels ``y``, read from the cache when not given): pretrain (half,
+        never used downstream), then the downstream splits."""
+        if y is None:
+            _, y = load_digit_images(self.cache_dir)
         perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(12345))
         pretrain, downstream = perm[: len(y) // 2], perm[len(y) // 2 :]
         g = torch.Generator().manual_seed(self.params.split_seed)
@@ -177,8 +180,8 @@ class DigitsShiftTask(Task):
         if path.exists():
             mark_used(path)
             return
-        x, _ = load_digit_images(self.cache_dir)
-        net = pretrain_backbone(x[self._partition()["pretrain"]], self.params.pretrain_steps, seed=0)
+        x, y = load_digit_images(self.cache_dir)
+        net = pretrain_backbone(x[self._partition(y)["pretrain"]], self.params.pretrain_steps, seed=0)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
         os.close(fd)
@@ -196,7 +199,7 @@ class DigitsShiftTask(Task):
             state = torch.load(path, map_location="cpu", weights_only=True)
         backbone.load_state_dict(state)
         x, y = load_digit_images(self.cache_dir)
-        parts = self._partition()
+        parts = self._partition(y)
         p = self.params
 
         def split(idx: torch.Tensor, xs: torch.Tensor | None = None) -> Split:
