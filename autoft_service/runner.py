@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from autoft_service.engine import Engine, JobHandles, JobListener, TrialEvent, ensure_ray
+from autoft_service.engine.dispatch import start_resident_workers
 from autoft_service.errors import AutoFTError, BackendUnavailable, JobCancelled
 from autoft_service.settings import Settings
 from autoft_service.spec import parse_spec
@@ -160,8 +161,10 @@ class Runner:
         """Run the claim loop in a background thread (used by ``autoft serve``).
 
         Ray is started here, in the calling (main) thread: a local Ray runtime's processes die with the
-        thread that started them (Linux parent-death signal), so it must not start in a job thread."""
+        thread that started them (Linux parent-death signal), so it must not start in a job thread. The
+        resident workers start with it, in the background (one per CPU of the runtime)."""
         ensure_ray(self.settings)
+        start_resident_workers(self.settings, wait=False)
         self._thread = threading.Thread(target=self.run_forever, name="autoft-runner", daemon=True)
         self._thread.start()
 

@@ -47,6 +47,18 @@ class Settings(BaseSettings):
     )
     ray_num_cpus: int | None = Field(default=None, ge=1, description="CPUs of a local Ray runtime.")
     max_concurrent_jobs: int = Field(default=1, ge=1, le=1000)
+    resident_workers: bool = Field(
+        default=True,
+        description="Run trials and final-stage runs on long-lived worker processes that keep their imports, "
+        "loaded tasks and warmed-up model from job to job (each Tune trial only relays); false: every trial "
+        "trains in its own Tune actor process and every final-stage run in a Ray task.",
+    )
+    resident_idle_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        description="How long an idle resident worker keeps its CPUs / GPUs before it ends and gives them "
+        "back to the Ray runtime.",
+    )
     auth_disabled: bool = Field(default=False, description="Only honoured when environment=development.")
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
     runner_lease_seconds: float = Field(default=30.0, gt=1)

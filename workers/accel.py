@@ -19,14 +19,14 @@ import contextlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 import torch
 from torch import nn
 
+from workers.contexts import Precision
 from workers.tasks.base import Split
 
-Precision = Literal["auto", "fp32", "bf16"]
 M = TypeVar("M", bound=nn.Module)
 
 

@@ -13,27 +13,14 @@ import torch
 
 from workers.accel import Accel
 from workers.autoft import RunBudget, run_objective
+from workers.contexts import FinalContext, TrialContext
 from workers.ft_methods import create_method, train_with_method, wise_ft_sweep
 from workers.ft_methods.base import HeadInit
 from workers.ft_methods.train import distance_from
 from workers.model import Classifier
-from workers.prepared import PreparedTask, WorkerContext, build_model, prepared_task, score_start
-from workers.trainable import TrialContext
+from workers.prepared import PreparedTask, build_model, prepared_task, start_scores
 from workers.training import evaluate_task
 from workers.trial_config import DISTANCE_KEY, TrialConfig
-
-
-class FinalContext(WorkerContext):
-    """The fixed part of every final-stage run of one job."""
-
-    steps: int
-    batch_size: int
-    metrics: tuple[str, ...]
-    base_lr: float
-    baseline_weight_decay: float = 0.1
-    seed: int = 0
-    wise_ft_alphas: tuple[float, ...] = ()
-    select_metric: str = "ood_val/accuracy"
 
 
 def run_method(
@@ -122,9 +109,9 @@ def _wise_ft_row(
 
 
 def start_metrics(ctx: FinalContext) -> dict[str, Any]:
-    """:func:`~workers.prepared.score_start` in a worker of its own (when no search trial scored it)."""
+    """:func:`~workers.prepared.start_scores` in a worker of its own (when no search trial scored it)."""
     accel, prepared = ctx.start()
-    return score_start(prepared, accel, ctx.metrics)
+    return start_scores(prepared, accel, ctx.metrics)
 
 
 def distance_to_start(model: torch.nn.Module, start: dict[str, torch.Tensor]) -> float:
@@ -207,7 +194,9 @@ def model_from_state(
     ctx: FinalContext, state_dict: dict[str, torch.Tensor]
 ) -> tuple[Classifier, torch.Tensor]:
     """Rebuild a trained classifier on CPU from :func:`run_method`'s state dict, with an example input."""
-    prepared = prepared_task(ctx.task_name, ctx.task_params, ctx.cache_dir, data_roots=ctx.data_roots)
+    prepared = prepared_task(
+        ctx.task_name, ctx.task_params, ctx.cache_dir, data_roots=ctx.data_roots, revision=ctx.revision
+    )
     model = build_model(prepared, "lp", 0, torch.device("cpu"))
     model.load_state_dict(state_dict)
     return model.eval(), prepared.data.id_val.x[:2].clone()

@@ -1,7 +1,8 @@
 """A task prepared once per worker process: its data, pretrained weights, LP head and resident model.
 
-:class:`WorkerContext` is what every Ray task or trial of a job gets to find its task and its hardware;
-:func:`prepared_task` loads the task once per process; :func:`build_model` gives the model a run starts from.
+:class:`~workers.contexts.WorkerContext` is what every Ray task or trial of a job gets to find its task and
+its hardware; :func:`prepared_task` loads the task once per process (and task revision); :func:`build_model`
+gives the model a run starts from.
 """
 
 from __future__ import annotations
@@ -9,15 +10,15 @@ from __future__ import annotations
 import copy
 import hashlib
 import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict
 
-from workers.accel import Accel, Precision
+from workers.accel import Accel
 from workers.disk_cache import cached_tensor, cached_value
 from workers.model import Classifier
 from workers.tasks.base import OodAggregate, Task, TaskData
@@ -30,36 +31,6 @@ from workers.training import (
     fresh_head,
     linear_probe,
 )
-
-
-class WorkerContext(BaseModel):
-    """What every Ray task or trial of a job needs to find its task and its hardware."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    task_name: str
-    task_params: dict[str, Any]
-    cache_dir: str
-    #: The folders the task may read user files from (the service's data roots); never the environment.
-    data_roots: tuple[str, ...] = ()
-    use_gpu: bool = False
-    cpu_threads: int = 1
-    precision: Precision = "auto"
-    #: How the task's named OOD val sets (if any) make the ``ood_val/<metric>`` score.
-    ood_val_aggregate: OodAggregate = "mean"
-
-    def accel(self) -> Accel:
-        return Accel.for_run(device_for(self.use_gpu), self.precision, self.cpu_threads)
-
-    def start(self) -> tuple[Accel, PreparedTask]:
-        """In the worker: size torch's thread pool to the CPUs given, pick the hardware path and load the
-        task (once per process)."""
-        torch.set_num_threads(max(1, self.cpu_threads))
-        accel = self.accel()
-        return accel, prepared_task(
-            self.task_name, self.task_params, self.cache_dir, accel.device, data_roots=self.data_roots,
-            ood_val_aggregate=self.ood_val_aggregate,
-        )  # fmt: skip
 
 
 @dataclass
@@ -78,9 +49,15 @@ class PreparedTask:
     #: How the starting head was chosen (``lp/C`` …); empty when the task supplied its own head.
     head_info: dict[str, float] = field(default_factory=dict)
     resident: dict[str, Classifier] = field(default_factory=dict)
+    #: :func:`start_scores` by metrics and device, computed once per loaded task.
+    start: dict[tuple[tuple[str, ...], str, str], dict[str, Any]] = field(default_factory=dict)
 
 
-_cache: dict[tuple[str, tuple[str, ...], str], PreparedTask] = {}
+#: How many loaded tasks a process keeps (least recently used first out): a resident worker serves job
+#: after job, and each new task or task revision would otherwise stay in its memory for good.
+MAX_PREPARED = 3
+
+_cache: OrderedDict[tuple[str, tuple[str, ...], str, str], PreparedTask] = OrderedDict()
 _cache_lock = threading.Lock()
 
 
@@ -92,6 +69,7 @@ def prepared_task(
     *,
     data_roots: Sequence[str | Path] = (),
     ood_val_aggregate: OodAggregate = "mean",
+    revision: str = "",
 ) -> PreparedTask:
     """Load (once per process) the task's data, backbone and linear-probe head; later calls are free.
 
@@ -100,16 +78,22 @@ def prepared_task(
     (:func:`cached_linear_probe`), so only the first worker on a machine runs the backbone over the training
     set and the CV; ``device`` is where that extraction runs (fp32). ``data_roots`` are the folders the
     task may read user files from; ``ood_val_aggregate`` how named OOD val sets are scored (the data and head
-    are shared between aggregates)."""
+    are shared between aggregates); ``revision`` which version of the task's files to use (see
+    :meth:`~workers.tasks.base.Task.revision`): a loaded task of another revision is dropped and reloaded.
+    The process keeps the :data:`MAX_PREPARED` most recently used tasks."""
     roots = tuple(str(r) for r in data_roots)
     key = repr((task_name, sorted(task_params.items()), str(cache_dir)))  # also names the on-disk features
+    entry = (key, roots, revision, ood_val_aggregate)
     with _cache_lock:
-        if (key, roots, ood_val_aggregate) in _cache:
-            return _cache[key, roots, ood_val_aggregate]
-        base = next((p for (k, r, _), p in _cache.items() if (k, r) == (key, roots)), None)
+        if entry in _cache:
+            _cache.move_to_end(entry)
+            return _cache[entry]
+        for old in [e for e in _cache if e[:2] == (key, roots) and e[2] != revision]:
+            del _cache[old]  # the files changed since that load
+        base = next((p for e, p in _cache.items() if e[:3] == entry[:3]), None)
         if base is not None:
             data = replace(base.data, ood_val_aggregate=ood_val_aggregate)
-            _cache[key, roots, ood_val_aggregate] = PreparedTask(data, base.lp_head, base.head_info)
+            _cache[entry] = PreparedTask(data, base.lp_head, base.head_info)
         else:
             task: Task = _resolve_task(task_name).create(dict(task_params), Path(cache_dir), data_roots=roots)
             data = replace(task.load(), ood_val_aggregate=ood_val_aggregate)
@@ -120,8 +104,10 @@ def prepared_task(
                 feats = frozen_train_features(data, Path(cache_dir), key, device or torch.device("cpu"))
                 fit = cached_linear_probe(data, feats, Path(cache_dir))
                 head, info = fit.head, fit.info()
-            _cache[key, roots, ood_val_aggregate] = PreparedTask(data=data, lp_head=head, head_info=info)
-        return _cache[key, roots, ood_val_aggregate]
+            _cache[entry] = PreparedTask(data=data, lp_head=head, head_info=info)
+        while len(_cache) > MAX_PREPARED:
+            _cache.popitem(last=False)
+        return _cache[entry]
 
 
 def clear_prepared() -> None:
@@ -217,6 +203,15 @@ def score_start(prepared: PreparedTask, accel: Accel, metrics: Sequence[str]) ->
     sizes = [len(s) for s in data.ood_val_sets.values()] or [len(data.ood_val)]
     n = min(sizes) if data.ood_val_aggregate == "worst" else sum(sizes)
     return {"metrics": scores, "ood_val_size": n, "head": dict(prepared.head_info)}
+
+
+def start_scores(prepared: PreparedTask, accel: Accel, metrics: Sequence[str]) -> dict[str, Any]:
+    """:func:`score_start`, computed once per loaded task, metrics and hardware path (a deterministic
+    evaluation of the same weights on the same data: a resident worker answers every later job from it)."""
+    key = (tuple(metrics), str(accel.device), accel.precision)
+    if key not in prepared.start:
+        prepared.start[key] = score_start(prepared, accel, metrics)
+    return copy.deepcopy(prepared.start[key])
 
 
 def device_for(use_gpu: bool) -> torch.device:

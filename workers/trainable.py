@@ -1,59 +1,93 @@
 """What runs inside a trial: a short fine-tune from the pretrained weights, scored on OOD validation.
 
-The Ray Tune function trainable receives a validated :class:`TrialContext` (never the environment) plus the
-sampled config (read by :class:`~workers.trial_config.TrialConfig`). It reports after every ``eval_every``
-inner steps, so an ASHA scheduler sees each rung; the reported ``step`` is the scheduler's time attribute.
+The Ray Tune function trainables receive a validated :class:`~workers.contexts.TrialContext` (never the
+environment) plus the sampled config (read by :class:`~workers.trial_config.TrialConfig`). A trial reports
+after every ``eval_every`` inner steps, so an ASHA scheduler sees each rung; the reported ``step`` is the
+scheduler's time attribute.
+
+Two trainables run the same :func:`trial_body`:
+
+- :func:`relay_trial` (the default): the Tune trial only relays. It leases a resident worker from the job's
+  :class:`~workers.residents.ResidentPool` and forwards the reports the worker streams back; the worker
+  process, its imports, the loaded task and the warmed-up model outlive the trial and the job. This module
+  imports neither torch nor the training code, so the Tune trial's own process starts in about a second.
+- :func:`autoft_trial`: the trial trains in its own Tune actor process (resident workers turned off).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from workers.autoft import RunBudget, run_objective
-from workers.prepared import WorkerContext, score_start
-from workers.trial_config import START_RESULT_KEY, TrialConfig, flatten_config
+from workers.contexts import TrialContext
+from workers.trial_config import START_RESULT_KEY, flatten_config
 
-__all__ = ["TrialContext", "autoft_trial", "flatten_config"]
+__all__ = ["TrialContext", "TrialStopped", "autoft_trial", "flatten_config", "relay_trial", "trial_body"]
 
-#: The prepared tasks (by identity: one per task and process) whose starting model this process scored.
-_scored_start: set[int] = set()
+Report = Callable[[dict[str, Any]], None]
 
 
-class TrialContext(WorkerContext):
-    """The fixed part of every trial of one job.
-
-    ``score_start``: the first trial of each worker process also scores the starting model
-    (:func:`~workers.prepared.score_start`) and sends it with its first report under
-    :data:`~workers.trial_config.START_RESULT_KEY`, so the job needs no worker of its own for that."""
-
-    inner_steps: int
-    eval_every: int
-    batch_size: int
-    metrics: tuple[str, ...]
-    score_start: bool = False
-
-    def budget(self) -> RunBudget:
-        """One trial's budget, evaluated every ``eval_every`` steps."""
-        return RunBudget(self.inner_steps, self.batch_size, self.metrics, self.eval_every)
+class TrialStopped(Exception):
+    """Raised into a trial's training when its scheduler (or a cancel) stopped it."""
 
 
-def autoft_trial(config: dict[str, Any], ctx: TrialContext) -> None:
-    """Ray Tune function trainable for one AutoFT trial."""
-    from ray import tune
+def trial_body(
+    config: dict[str, Any],
+    ctx: TrialContext,
+    report: Report,
+    stopped: Callable[[], bool] = lambda: False,
+) -> None:
+    """Train one AutoFT trial and ``report`` each evaluation (``step`` included).
+
+    With ``ctx.score_start`` the first report also carries the starting model's scores (computed once per
+    process and task, :func:`~workers.prepared.start_scores`). ``stopped`` is asked after each evaluation:
+    ``True`` ends the run with :class:`TrialStopped` before another step is trained."""
+    from workers.autoft import run_objective
+    from workers.prepared import start_scores
+    from workers.trial_config import TrialConfig
 
     accel, prepared = ctx.start()
-    start = None
-    if ctx.score_start and id(prepared) not in _scored_start:
-        _scored_start.add(id(prepared))
-        start = score_start(prepared, accel, ctx.metrics)
+    start = start_scores(prepared, accel, ctx.metrics) if ctx.score_start else None
 
-    def report(step: int, metrics: dict[str, float]) -> None:
+    def on_eval(step: int, metrics: dict[str, float]) -> None:
         nonlocal start
         extra = {START_RESULT_KEY: start} if start is not None else {}
         start = None
-        tune.report({**metrics, **extra, "step": step})
+        report({**metrics, **extra, "step": step})
+        if stopped():
+            raise TrialStopped
 
     run_objective(
         prepared, TrialConfig.from_flat(config), ctx.budget(),
-        accel=accel, on_eval=report, reuse_model=True, final_eval=False,
+        accel=accel, on_eval=on_eval, reuse_model=True, final_eval=False,
     )  # fmt: skip
+
+
+def autoft_trial(config: dict[str, Any], ctx: TrialContext) -> None:
+    """Ray Tune function trainable: the trial trains in this (Tune actor) process."""
+    from ray import tune
+
+    trial_body(config, ctx, tune.report)
+
+
+def relay_trial(
+    config: dict[str, Any], ctx: TrialContext, pool: Any, lease_prefix: str, shape: tuple[float, float]
+) -> None:
+    """Ray Tune function trainable: run the trial on a resident worker of ``shape`` (CPUs, GPUs) leased
+    from ``pool`` (an actor handle of :class:`~workers.residents.ResidentPool`); forward its reports.
+
+    The worker keeps training while Tune takes a report. The lease is ``<lease_prefix><trial id>``; the
+    driver releases it when Tune ends the trial however it ends (an early stop included, when no code after
+    the last report runs here), which also stops the worker's run of it."""
+    import ray
+    from ray import tune
+
+    lease = f"{lease_prefix}{tune.get_context().get_trial_id()}"
+    worker, run = ray.get(pool.acquire.remote(lease, shape))
+    try:
+        for ref in worker.trial.remote(run, config, ctx):
+            tune.report(ray.get(ref))
+    except ray.exceptions.RayActorError:
+        pool.release.remote(lease, broken=True)  # the worker died: the pool replaces it; Tune retries
+        raise
+    pool.release.remote(lease)

@@ -17,6 +17,7 @@ from typing import Any
 import optuna
 from ray.tune.stopper import Stopper
 
+from autoft_service.engine.dispatch import JobWorkers, Pending
 from autoft_service.engine.events import JobHandles, JobListener, JobResult
 from autoft_service.engine.ray_runtime import ensure_ray
 from autoft_service.engine.results import (
@@ -48,6 +49,7 @@ from autoft_service.tracking import (
     registered_model_name,
     results_markdown,
 )
+from workers.contexts import TrialContext
 from workers.methods import (
     FinalContext,
     model_from_state,
@@ -58,7 +60,6 @@ from workers.methods import (
     start_metrics,
 )
 from workers.tasks.base import resolve_task
-from workers.trainable import TrialContext, autoft_trial
 from workers.trial_config import DISTANCE_KEY
 
 log = logging.getLogger(__name__)
@@ -136,6 +137,8 @@ class Engine:
             spec.task.params, s.cache_dir, data_roots=s.data_root_paths
         )
         task.prepare()
+        workers = JobWorkers(s, spec, job_id, revision=task.revision() or job_id)
+        workers.warm(self._trial_context(spec, workers.revision).model_copy(update={"score_start": True}))
         durations["prepare_s"] = time.time() - t0
 
         self.tracker.ensure_store()
@@ -159,7 +162,7 @@ class Engine:
         durations["setup_s"] = time.time() - t0 - durations["prepare_s"]
 
         try:
-            result = self._run_stages(spec, job_id, listener, handles, extra_trials, durations, t0)
+            result = self._run_stages(spec, job_id, listener, handles, extra_trials, durations, t0, workers)
         except JobCancelled:
             self.tracker.close_children(handles.parent_run_id, "KILLED")
             self.tracker.end_run(handles.parent_run_id, "KILLED")
@@ -185,6 +188,7 @@ class Engine:
         extra_trials: int,
         durations: dict[str, float],
         t0: float,
+        workers: JobWorkers,
     ) -> JobResult:
         assert handles.parent_run_id and handles.experiment_id and handles.study_name
         t_search = time.time()
@@ -192,7 +196,7 @@ class Engine:
         interrupted = fail_stale_trials(study)
         listener.reconcile(finished_events(spec, finished_trials(study)))
         self._warm_start(spec, study)
-        constraint = self._constraint(spec, study, listener)
+        constraint = self._constraint(spec, study, listener, workers)
         budget = spec.budget.trials + extra_trials
         remaining = budget - len(finished_trials(study))
         listener.stage(
@@ -201,8 +205,8 @@ class Engine:
         )
         if remaining > 0:
             ensure_ray(self.settings)
-            scored = self._search(spec, job_id, listener, handles, remaining, constraint, len(study.trials),
-                                  score_start="start" not in study.user_attrs)  # fmt: skip
+            scored = self._search(spec, job_id, listener, handles, workers, remaining, constraint,
+                                  len(study.trials), score_start="start" not in study.user_attrs)  # fmt: skip
             if scored is not None:  # only sent when the study had no start yet
                 study.set_user_attr("start", scored)
         durations["search_s"] = time.time() - t_search
@@ -229,9 +233,9 @@ class Engine:
             complete = [t for t in complete if t.number in front] or complete
             self.tracker.log_json(handles.parent_run_id, pareto, "pareto.json")
         t_select = time.time()
-        start = self._start(spec, study, handles)
+        start = self._start(spec, study, handles, workers)
         best, best_value, reeval, selection, runners_up = self._pick_best(
-            spec, complete, handles, listener, start
+            spec, complete, handles, listener, start, workers
         )
         durations["select_s"] = time.time() - t_select
         self.tracker.log_json(handles.parent_run_id, selection.as_json(), "selection.json")
@@ -248,7 +252,9 @@ class Engine:
                                  "lr_grid": spec.final.baseline_lr_grid})
         by_number = {t.number: t for t in complete}
         soup = [full_params(spec.search, by_number[n].params) for n in runners_up]
-        outcomes = self._final_stage(spec, best_params, listener, soup[: max(0, spec.final.soup_top_k - 1)])
+        outcomes = self._final_stage(
+            spec, best_params, listener, soup[: max(0, spec.final.soup_top_k - 1)], workers
+        )
         durations["final_s"] = time.time() - t1
         if listener.should_cancel():
             raise JobCancelled("job cancelled during the final stage")
@@ -263,7 +269,7 @@ class Engine:
             for o in outcomes
         ]
         t_record = time.time()
-        version = self._record(spec, job_id, handles, study, rows, outcomes, selected)
+        version = self._record(spec, job_id, handles, study, rows, outcomes, workers, selected)
         durations["record_s"] = time.time() - t_record
         durations["total_s"] = time.time() - t0
         return JobResult(
@@ -305,6 +311,7 @@ class Engine:
         handles: JobHandles,
         listener: JobListener,
         start: dict[str, Any],
+        workers: JobWorkers,
     ) -> tuple[optuna.trial.FrozenTrial, float, list[dict[str, Any]], Selection, list[int]]:
         """The trial whose objective is retrained, chosen by ``final.selection`` (see
         :mod:`autoft_service.search.selection`); with ``final.reevaluate.top_k`` the top-k are first rerun
@@ -313,7 +320,8 @@ class Engine:
         sign = 1.0 if spec.objective.mode == "max" else -1.0
         ranked = sorted(complete, key=lambda t: sign * t.values[0], reverse=True)
         guard = spec.final.reevaluate
-        table = self._reevaluate(spec, ranked[: guard.top_k], listener) if guard.top_k > 0 else []
+        top = ranked[: guard.top_k]
+        table = self._reevaluate(spec, top, listener, workers) if guard.top_k > 0 else []
         if table:
             self.tracker.log_json(handles.parent_run_id or "", table, "reevaluation.json")
         means = {r["trial"]: r["mean"] for r in table}
@@ -341,26 +349,24 @@ class Engine:
         return chosen, selection.chosen_value, table, selection, runners_up
 
     def _reevaluate(
-        self, spec: JobSpec, top: list[optuna.trial.FrozenTrial], listener: JobListener
+        self,
+        spec: JobSpec,
+        top: list[optuna.trial.FrozenTrial],
+        listener: JobListener,
+        workers: JobWorkers,
     ) -> list[dict[str, Any]]:
         """Rerun ``top`` on ``final.reevaluate.seeds``; one row per trial with every score and their mean."""
-        import ray
-
         guard = spec.final.reevaluate
-        ensure_ray(self.settings)
         listener.stage("reevaluate", {"top_k": guard.top_k, "seeds": guard.seeds})
-        remote = ray.remote(reevaluate).options(
-            num_cpus=spec.resources.cpus_per_trial, num_gpus=spec.resources.gpus_per_trial
-        )
-        ctx = self._trial_context(spec)
-        refs = {
-            (t.number, seed): remote.remote(
-                ctx, full_params(spec.search, t.params), seed, spec.objective.metric
+        ctx = self._trial_context(spec, workers.revision)
+        pending = {
+            (t.number, seed): workers.submit(
+                "reevaluate", reevaluate, ctx, full_params(spec.search, t.params), seed, spec.objective.metric
             )
             for t in top
             for seed in guard.seeds
         }
-        values = dict(zip(refs, ray.get(list(refs.values())), strict=True))
+        values = {k: p.get() for k, p in pending.items()}
         table: list[dict[str, Any]] = []
         for t in top:
             scores = [float(t.values[0]), *(values[(t.number, s)] for s in guard.seeds)]
@@ -368,26 +374,22 @@ class Engine:
                           "mean": sum(scores) / len(scores)})  # fmt: skip
         return table
 
-    def _start(self, spec: JobSpec, study: optuna.Study, handles: JobHandles) -> dict[str, Any]:
+    def _start(
+        self, spec: JobSpec, study: optuna.Study, handles: JobHandles, workers: JobWorkers
+    ) -> dict[str, Any]:
         """The starting model (pretrained backbone + starting head) scored once per job (kept in the study so
         a resumed job reuses it) and logged as ``start/*``: what every trial and the final stage must beat.
-        The search's first trial scores it in its worker; a worker of its own only when none did."""
+        The search's trials send it; a run of its own only when none did."""
         start = study.user_attrs.get("start")
         if start is None:
-            import ray
-
-            ensure_ray(self.settings)
-            remote = ray.remote(start_metrics).options(
-                num_cpus=spec.resources.cpus_per_trial, num_gpus=spec.resources.gpus_per_trial
-            )
-            start = ray.get(remote.remote(self._final_context(spec)))
+            start = workers.run("start", start_metrics, self._final_context(spec, workers.revision))
             study.set_user_attr("start", start)
         self.tracker.log_metrics(
             handles.parent_run_id or "", {f"start/{k}": v for k, v in start["metrics"].items()}
         )
         return dict(start)
 
-    def _trial_context(self, spec: JobSpec) -> TrialContext:
+    def _trial_context(self, spec: JobSpec, revision: str) -> TrialContext:
         task_cls = resolve_task(spec.task.name)
         return TrialContext(
             task_name=spec.task.name,
@@ -402,10 +404,11 @@ class Engine:
             cpu_threads=max(1, math.floor(spec.resources.cpus_per_trial)),
             precision=spec.resources.precision,
             ood_val_aggregate=spec.objective.ood_val_aggregate,
+            revision=revision,
         )
 
     def _constraint(
-        self, spec: JobSpec, study: optuna.Study, listener: JobListener
+        self, spec: JobSpec, study: optuna.Study, listener: JobListener, workers: JobWorkers
     ) -> IdValDropConstraint | None:
         """The ID-drop constraint, measured against a plain FT run of the same inner budget (run once per
         job; the reference is kept in the study so a resumed job reuses it)."""
@@ -415,15 +418,9 @@ class Engine:
         key = f"id_val/{spec.objective.metric_name}"
         ref = study.user_attrs.get("ft_reference", {}).get(key)
         if ref is None:
-            import ray
-
-            ensure_ray(self.settings)
             listener.stage("reference", {"method": "ft", "metric": key})
-            remote = ray.remote(reference_ft).options(
-                num_cpus=spec.resources.cpus_per_trial, num_gpus=spec.resources.gpus_per_trial
-            )
-            ref = float(ray.get(remote.remote(self._trial_context(spec), spec.search.lr.base,
-                                              spec.final.baseline_weight_decay, key)))  # fmt: skip
+            ref = float(workers.run("reference", reference_ft, self._trial_context(spec, workers.revision),
+                                    spec.search.lr.base, spec.final.baseline_weight_decay, key))  # fmt: skip
             study.set_user_attr("ft_reference", {key: ref})
         return IdValDropConstraint(key, ref, drop)
 
@@ -433,6 +430,7 @@ class Engine:
         job_id: str,
         listener: JobListener,
         handles: JobHandles,
+        workers: JobWorkers,
         num_samples: int,
         constraint: IdValDropConstraint | None = None,
         trials_so_far: int = 0,
@@ -477,11 +475,8 @@ class Engine:
             grace_s=self.settings.tracking_grace_seconds,
             tenant=handles.tenant,
         )
-        ctx = self._trial_context(spec).model_copy(update={"score_start": score_start})
-        trainable = tune.with_resources(
-            tune.with_parameters(autoft_trial, ctx=ctx),
-            {"cpu": spec.resources.cpus_per_trial, "gpu": spec.resources.gpus_per_trial},
-        )
+        ctx = self._trial_context(spec, workers.revision).model_copy(update={"score_start": score_start})
+        trainable = workers.trainable(ctx)
         job_dir = self.settings.jobs_dir / job_id
         job_dir.mkdir(parents=True, exist_ok=True)
         attempt = len(list(job_dir.glob("search-*")))
@@ -501,7 +496,7 @@ class Engine:
                 name=f"search-{attempt}",
                 storage_path=str(job_dir),
                 verbose=0,
-                callbacks=[callback],
+                callbacks=[callback, *workers.callbacks()],
                 stop=_CancelStopper(listener),
                 failure_config=tune.FailureConfig(max_failures=b.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
@@ -510,6 +505,7 @@ class Engine:
         try:
             tuner.fit()
         finally:
+            workers.release_all()
             callback.close()  # a no-op after a normal end (Tune ended the search, flushing the writes)
         if callback.deferred or callback.lost:
             listener.stage("tracking", {"deferred_writes": callback.deferred, "lost": callback.lost})
@@ -521,35 +517,32 @@ class Engine:
         best_params: dict[str, Any],
         listener: JobListener,
         runners_up: list[dict[str, Any]],
+        workers: JobWorkers,
     ) -> list[dict[str, Any]]:
         """Retrain the chosen objective (with its WiSE-FT row), the soup's other ingredients (the next-best
         objectives) and every baseline at each LR of ``final.baseline_lr_grid`` in parallel; keep each
         baseline's LR best on ID val; then greedily soup the AutoFT models."""
-        import ray
-
-        ensure_ray(self.settings)
-        ctx = self._final_context(spec)
-        remote = ray.remote(run_method).options(
-            num_cpus=spec.resources.cpus_per_trial, num_gpus=spec.resources.gpus_per_trial, max_retries=1
-        )
-        autoft = remote.remote("autoft", ctx, best_params)
+        ctx = self._final_context(spec, workers.revision)
+        autoft = workers.submit("autoft", run_method, "autoft", ctx, best_params, retries=1)
         ingredients = [
-            remote.remote(f"autoft_{i + 1}", ctx, p, wise_ft=False) for i, p in enumerate(runners_up)
+            workers.submit(f"autoft_{i + 1}", run_method, f"autoft_{i + 1}", ctx, p, wise_ft=False, retries=1)
+            for i, p in enumerate(runners_up)
         ]
         grid = [spec.search.lr.base * g for g in spec.final.baseline_lr_grid]
-        baselines: list[tuple[str, list[Any]]] = []
+        baselines: list[tuple[str, list[Pending]]] = []
         for b in spec.final.baselines:
             lrs = [None] if b.name == "lp" and not b.params else grid
-            refs = [remote.remote(b.row, ctx, name=b.name, params=b.params, lr=lr) for lr in lrs]
-            baselines.append((b.row, refs))
-        self._wait([autoft, *ingredients, *(r for _, refs in baselines for r in refs)], listener)
-        first = ray.get(autoft)
+            runs = [workers.submit(b.row, run_method, b.row, ctx, name=b.name, params=b.params, lr=lr, retries=1)
+                    for lr in lrs]  # fmt: skip
+            baselines.append((b.row, runs))
+        workers.wait([autoft, *ingredients, *(r for _, runs in baselines for r in runs)], listener)
+        first = autoft.get()
         outcomes = [first, *first.pop("extra", [])]
-        models = [first, *ray.get(ingredients)]
+        models = [first, *(p.get() for p in ingredients)]
         id_key = f"id_val/{spec.objective.metric_name}"
         sign = 1.0 if spec.objective.mode == "max" else -1.0
-        for _, refs in baselines:
-            tried = ray.get(refs)
+        for _, runs in baselines:
+            tried = [p.get() for p in runs]
             pick = max(tried, key=lambda o: sign * o["metrics"].get(id_key, 0.0))
             if len(tried) > 1:
                 pick["info"]["lr_grid"] = {
@@ -557,29 +550,13 @@ class Engine:
                 }
             outcomes.append(pick)
         if len(models) > 1:
-            soup = ray.remote(soup_row).options(
-                num_cpus=spec.resources.cpus_per_trial, num_gpus=spec.resources.gpus_per_trial
-            )
-            ref = soup.remote(ctx, models)
-            self._wait([ref], listener)
-            outcomes.insert(len(outcomes) - len(baselines), ray.get(ref))
+            soup = workers.submit("soup", soup_row, ctx, models)
+            workers.wait([soup], listener)
+            outcomes.insert(len(outcomes) - len(baselines), soup.get())
         return outcomes
 
-    @staticmethod
-    def _wait(refs: list[Any], listener: JobListener) -> None:
-        """Wait for Ray tasks; cancel them all and raise ``JobCancelled`` on a cancel request."""
-        import ray
-
-        pending = list(refs)
-        while pending:
-            _, pending = ray.wait(pending, num_returns=len(pending), timeout=1.0)
-            if pending and listener.should_cancel():
-                for r in pending:
-                    ray.cancel(r, force=True)
-                raise JobCancelled("job cancelled during the final stage")
-
-    def _final_context(self, spec: JobSpec) -> FinalContext:
-        tc = self._trial_context(spec)
+    def _final_context(self, spec: JobSpec, revision: str) -> FinalContext:
+        tc = self._trial_context(spec, revision)
         return FinalContext(
             task_name=tc.task_name,
             task_params=tc.task_params,
@@ -596,6 +573,7 @@ class Engine:
             wise_ft_alphas=tuple(spec.final.wise_ft_alphas),
             select_metric=spec.objective.metric,
             ood_val_aggregate=spec.objective.ood_val_aggregate,
+            revision=revision,
         )
 
     def _record(
@@ -606,6 +584,7 @@ class Engine:
         study: optuna.Study,
         rows: list[dict[str, Any]],
         outcomes: list[dict[str, Any]],
+        workers: JobWorkers,
         selected: str = "autoft",
     ) -> str | None:
         from autoft_service.plots import results_plot, study_plots
@@ -625,7 +604,7 @@ class Engine:
         )
         self.tracker.set_tags(rid, {"autoft.selected_row": selected})
         chosen = next(o for o in outcomes if o["method"] == selected)
-        model, example = model_from_state(self._final_context(spec), chosen["state_dict"])
+        model, example = model_from_state(self._final_context(spec, workers.revision), chosen["state_dict"])
         registered = registered_model_name(spec.name, handles.tenant) if spec.final.register_model else None
         description = (
             f"AutoFT: the searched fine-tuning objective of job {job_id} ({spec.name!r}), retrained on the "

@@ -88,15 +88,17 @@ def test_runner_killed_at_random_points_loses_nothing(tmp_path: Path, task_cache
 
 
 class _KillOneWorker(JobListener):
-    """Kills the Ray worker process of the first trial after its first report (once)."""
+    """Kills one process running a trial (``process``: the Tune trial's relay or the resident worker that
+    trains it) after the first report (once)."""
 
-    def __init__(self) -> None:
+    def __init__(self, process: str) -> None:
+        self.process = process
         self.killed: int | None = None
         self.finished: list[TrialEvent] = []
 
     def trial_reported(self, ev: TrialEvent, metrics: dict[str, float]) -> None:
         if self.killed is None:
-            out = subprocess.run(["pgrep", "-f", "ray::ImplicitFunc"], capture_output=True, text=True).stdout
+            out = subprocess.run(["pgrep", "-f", self.process], capture_output=True, text=True).stdout
             pids = [int(p) for p in out.split()]
             if pids:
                 os.kill(pids[0], signal.SIGKILL)
@@ -115,7 +117,10 @@ def ray_runtime() -> Iterator[None]:
     ray.shutdown()
 
 
-def test_killed_ray_worker_trial_is_retried(ray_runtime: None, tmp_path: Path, task_cache: Path) -> None:
+@pytest.mark.parametrize("process", ["ray::ImplicitFunc", "ray::ResidentWorker.trial"])
+def test_killed_ray_worker_trial_is_retried(
+    ray_runtime: None, tmp_path: Path, task_cache: Path, process: str
+) -> None:
     settings = Settings(data_dir=tmp_path / "data", task_cache_dir=task_cache)
     spec = parse_spec(
         small_spec(
@@ -125,11 +130,11 @@ def test_killed_ray_worker_trial_is_retried(ray_runtime: None, tmp_path: Path, t
             final={**LEAN_FINAL, "steps": 5, "baselines": []},
         )
     )  # fmt: skip
-    listener = _KillOneWorker()
+    listener = _KillOneWorker(process)
     result = Engine(settings).run(spec, job_id="worker-kill", listener=listener)
     assert listener.killed is not None
     assert [e.state for e in listener.finished] == ["completed"] * 3  # the killed trial was retried
     assert result.trials.get("complete") == 3 and result.trials.get("fail", 0) == 0
     runs = MlflowClient(settings.tracking_uri).search_runs([result.handles.experiment_id], max_results=100)
     assert all(r.info.status == "FINISHED" for r in runs)
-    print(f"\n[worker-kill] killed Ray worker pid {listener.killed}; 3/3 trials completed after retry")
+    print(f"\n[worker-kill] killed {process} pid {listener.killed}; 3/3 trials completed after retry")

@@ -125,3 +125,14 @@ def test_no_import_circle_in_the_package(package: str) -> None:
 def test_the_circle_check_finds_a_circle() -> None:
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
+
+
+def test_what_a_relaying_trial_imports_holds_no_torch() -> None:
+    """A Tune trial that relays to a resident worker starts in about a second because neither it nor the
+    pool imports torch or the training code (they import these modules only)."""
+    import subprocess
+    import sys
+
+    code = "import sys, workers.trainable, workers.contexts, workers.residents; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "False"

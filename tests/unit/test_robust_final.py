@@ -158,7 +158,7 @@ def test_a_classifier_model_round_trips_through_average_states(task_cache: Path)
     assert all(torch.equal(v, state[k]) for k, v in m.state_dict().items())
 
 
-def test_the_first_trial_of_a_worker_scores_the_start_and_trains_as_without(
+def test_a_scoring_trial_sends_the_start_and_trains_as_without(
     task_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import ray.tune
@@ -168,7 +168,6 @@ def test_the_first_trial_of_a_worker_scores_the_start_and_trains_as_without(
 
     reports: list[dict[str, object]] = []
     monkeypatch.setattr(ray.tune, "report", lambda metrics: reports.append(dict(metrics)))
-    monkeypatch.setattr(trainable, "_scored_start", set())
     base = trainable.TrialContext(
         task_name="digits-shift", task_params=dict(FAST_TASK_PARAMS), cache_dir=str(task_cache),
         inner_steps=6, eval_every=3, batch_size=16, metrics=("accuracy",),
@@ -176,11 +175,19 @@ def test_the_first_trial_of_a_worker_scores_the_start_and_trains_as_without(
     trainable.autoft_trial(_cfg(3e-2), base)
     plain = [dict(r) for r in reports]
     reports.clear()
+    import workers.prepared as prepared_mod
+
+    calls: list[int] = []
+    real = prepared_mod.score_start
+    monkeypatch.setattr(prepared_mod, "score_start", lambda *a: calls.append(1) or real(*a))
+    prepared_task("digits-shift", FAST_TASK_PARAMS, task_cache).start.clear()
     scoring = base.model_copy(update={"score_start": True})
-    trainable.autoft_trial(_cfg(3e-2), scoring)  # the first trial of this process scores the start ...
-    trainable.autoft_trial(_cfg(3e-2), scoring)  # ... once
-    assert [START_RESULT_KEY in r for r in reports] == [True, False, False, False]
+    trainable.autoft_trial(_cfg(3e-2), scoring)  # each scoring trial sends the start with its first report
+    trainable.autoft_trial(_cfg(3e-2), scoring)
+    assert [START_RESULT_KEY in r for r in reports] == [True, False, True, False]
     start = reports[0].pop(START_RESULT_KEY)
+    assert reports[2].pop(START_RESULT_KEY) == start
+    assert calls == [1]  # scored once for this process and task, then answered from memory
 
     def scores(rs: list[dict[str, object]]) -> list[dict[str, object]]:  # throughput varies run to run
         return [{k: v for k, v in r.items() if not k.startswith("perf/")} for r in rs]

@@ -17,12 +17,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
 
+from workers.contexts import OodAggregate
 from workers.errors import UnknownTask, invalid_spec_from
 from workers.registry import Registry
 
@@ -46,7 +47,6 @@ class Split:
 
 
 #: How several named OOD val sets make one ``ood_val/<metric>`` score: their mean, or the worst of them.
-OodAggregate = Literal["mean", "worst"]
 
 
 def pooled(splits: Sequence[Split]) -> Split:
@@ -171,6 +171,15 @@ class Task(ABC):
 
     def prepare(self) -> None:  # noqa: B027 - optional hook
         """One-time, cached, expensive work (e.g. pretraining). Called once in the driver."""
+
+    def revision(self) -> str | None:
+        """A version of everything :meth:`load` reads, when the task can tell it cheaply; ``None`` (the
+        default): unknown, the files may have changed since the last job.
+
+        Resident worker processes keep a loaded task across jobs only while this is the same string;
+        with ``None`` each job loads the task again (once per worker process), so a job never trains on
+        data that changed after an earlier job loaded it."""
+        return None
 
     @abstractmethod
     def load(self) -> TaskData:

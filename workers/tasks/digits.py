@@ -143,6 +143,16 @@ class DigitsShiftTask(Task):
         digest = hashlib.sha256(key.encode()).hexdigest()[:12]
         return self.cache_dir / "digits-shift" / f"backbone-{digest}.pt"
 
+    def revision(self) -> str | None:
+        """The images are the scikit-learn package's and the splits follow from the params: what can
+        change is the cached pretrained backbone, written by an atomic rename, so its file's inode and size
+        (not its mtime, which every cache hit touches); ``None`` before :meth:`prepare` wrote it."""
+        try:
+            st = self._cache_path().stat()
+        except OSError:
+            return None
+        return f"backbone:{st.st_ino}:{st.st_size}"
+
     def _partition(self, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Index sets of the digits (labels ``y``, read from the cache when not given): pretrain (half,
         never used downstream), then the downstream splits."""

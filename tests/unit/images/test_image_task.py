@@ -145,7 +145,7 @@ def test_zero_shot_head_is_computed_once_per_machine(
 
 
 def test_the_worker_context_carries_the_data_roots(root: Path, tmp_path: Path) -> None:
-    from workers.prepared import WorkerContext
+    from workers.contexts import WorkerContext
 
     ctx = WorkerContext(task_name="image-classification", task_params=params(TIMM), cache_dir=str(tmp_path))
     with pytest.raises(InvalidSpec, match="no data roots are configured"):
