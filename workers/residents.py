@@ -233,13 +233,14 @@ class ResidentPool:
         return [ref]
 
     async def warm(self, lease_prefix: str, shape: Shape, ctx: TrialContext, n: int) -> int:
-        """Have up to ``n`` workers of ``shape`` load and warm up ``ctx``'s task, creating them where the
-        cluster has room, without waiting for busy ones; the job's leases then prefer these workers."""
+        """Have ``n`` workers of ``shape`` load and warm up ``ctx``'s task, creating them where the cluster
+        has room, and every other idle worker of that shape too (it may serve the job's next run, or the
+        next job's); busy workers are not waited for. The job's leases then prefer these workers."""
         cond = self._cond()
         picked: list[_Entry] = []
         async with cond:
-            for _ in range(n):
-                entry = self._idle(shape, lease_prefix) or self._create(shape)
+            for i in range(len(self._workers) + n):
+                entry = self._idle(shape, lease_prefix) or (self._create(shape) if i < n else None)
                 if entry is None:
                     break
                 entry.lease = "warm"

@@ -11,6 +11,7 @@ process of its own, as Ray does by default.
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from autoft_service.settings import Settings
 from autoft_service.spec import JobSpec
 from workers.contexts import TrialContext
 from workers.trainable import autoft_trial, relay_trial
+
+log = logging.getLogger(__name__)
 
 #: The Ray name of the driver's resident pool (one per driver: named actors live in its namespace).
 POOL_NAME = "autoft-resident-pool"
@@ -47,6 +50,12 @@ def resident_pool(settings: Settings) -> Any:
     rc = ray.get_runtime_context()
     job = f"{rc.get_node_id()}/{rc.get_job_id()}"  # a restarted runtime has a new node id
     with _pools_lock:
+        if job in _pools:
+            try:
+                ray.get(_pools[job].stats.remote(), timeout=30)
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                log.warning("the resident pool is gone; starting a new one")
+                del _pools[job]
         if job not in _pools:
             _pools.clear()  # handles of an earlier Ray runtime of this process
             _pools[job] = ResidentPool.options(  # type: ignore[attr-defined]

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import logging
 import math
+import sqlite3
 import time
 from typing import Any
 
 import optuna
 from ray.tune.stopper import Stopper
+from sqlalchemy.engine import make_url
 
 from autoft_service.engine.dispatch import JobWorkers, Pending
 from autoft_service.engine.events import JobHandles, JobListener, JobResult
@@ -88,6 +90,32 @@ class _CancelStopper(Stopper):
         return {"listener": None}
 
 
+def optuna_storage(url: str) -> optuna.storages.RDBStorage:
+    """The study's RDB storage. A SQLite file (the default store) is opened in WAL mode with
+    ``synchronous=NORMAL``, as the job store is: Optuna commits every sampled parameter, report and
+    attribute on its own (about 25 commits per trial), and a commit then costs no fsync (a power loss can
+    lose the newest commits, never corrupt the file; PostgreSQL is the production store)."""
+    kwargs: dict[str, Any] = {}
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        kwargs["engine_kwargs"] = {"creator": _SqliteConnector(str(parsed.database))}
+    return optuna.storages.RDBStorage(url, heartbeat_interval=None, **kwargs)
+
+
+class _SqliteConnector:
+    """Opens the study's SQLite file in WAL mode, ``synchronous=NORMAL`` (picklable: Tune saves the
+    searcher, storage included, with its experiment state)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __call__(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30.0)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
+
+
 # The engine ---------------------------------------------------------------------------------------------------
 class Engine:
     """Runs AutoFT jobs against the stores named in ``settings``."""
@@ -97,7 +125,7 @@ class Engine:
         self.tracker = Tracker(settings.tracking_uri, settings.artifact_location)
 
     def storage(self) -> optuna.storages.RDBStorage:
-        return optuna.storages.RDBStorage(self.settings.optuna_url, heartbeat_interval=None)
+        return optuna_storage(self.settings.optuna_url)
 
     def study(self, spec: JobSpec, study_name: str) -> optuna.Study:
         return optuna.create_study(

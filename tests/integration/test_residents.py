@@ -153,6 +153,9 @@ def test_jobs_share_the_resident_workers(ray_runtime: None, tmp_path: Path, task
     assert stats["created"] == before and stats["workers"] == 2 and stats["leases"] == []
     assert first.trials.get("complete") == second.trials.get("complete") == 3
     assert {r["method"] for r in second.results} >= {"autoft", "lp"}  # the final stage ran on them too
+    ray.kill(pool)  # the pool gone (its workers end with it): the next job gets a new one
+    fresh = resident_pool(settings)
+    assert ray.get(fresh.stats.remote())["workers"] == 0
 
 
 def test_jobs_run_without_resident_workers(ray_runtime: None, tmp_path: Path, task_cache: Path) -> None:
