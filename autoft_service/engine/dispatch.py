@@ -43,6 +43,7 @@ _pools_lock = threading.Lock()
 def resident_pool(settings: Settings) -> Any:
     """The driver's :class:`~workers.residents.ResidentPool` (started on first use)."""
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from workers.residents import ResidentPool
 
@@ -58,8 +59,11 @@ def resident_pool(settings: Settings) -> Any:
                 del _pools[job]
         if job not in _pools:
             _pools.clear()  # handles of an earlier Ray runtime of this process
+            # on the driver's own node: it lives and dies with the driver anyway, and a node Ray has not yet
+            # noticed is gone (a killed runner's, in a cluster) must not be given the new driver's pool
+            here = NodeAffinitySchedulingStrategy(node_id=rc.get_node_id(), soft=False)
             _pools[job] = ResidentPool.options(  # type: ignore[attr-defined]
-                name=POOL_NAME, get_if_exists=True
+                name=POOL_NAME, get_if_exists=True, scheduling_strategy=here
             ).remote(settings.resident_idle_seconds)
         return _pools[job]
 
@@ -175,7 +179,10 @@ class JobWorkers:
         import ray
 
         if self.pool is not None:
-            ray.get(self.pool.release_all.remote(self.prefix))
+            try:
+                ray.get(self.pool.release_all.remote(self.prefix))
+            except ray.exceptions.RayActorError as e:  # its workers went with it: nothing is left held
+                log.warning("the resident pool is gone: %s", e)
 
 
 class _EndLeases(tune.Callback):
