@@ -46,7 +46,6 @@ class ResidentWorker:
     def __init__(self) -> None:
         import workers.methods  # noqa: F401 - torch and the training code, imported once as the worker starts
 
-        self._running: set[str] = set()
         #: Tokens told to stop, also before their run began (it then ends at once); the newest few only.
         self._stopped: OrderedDict[str, None] = OrderedDict()
         self._lock = threading.Lock()
@@ -84,7 +83,6 @@ class ResidentWorker:
         with self._lock:
             if token in self._stopped:
                 return
-            self._running.add(token)
         reports: queue.Queue[tuple[str, Any]] = queue.Queue()
 
         def stopped() -> bool:
@@ -112,8 +110,6 @@ class ResidentWorker:
                     yield value
         finally:
             thread.join()
-            with self._lock:
-                self._running.discard(token)
 
     def call(self, payload: list[Any]) -> Any:
         """Run one worker function (a final-stage row, a reference run, the start scores) here;
@@ -215,11 +211,9 @@ class ResidentPool:
     async def abort(self, prefix: str) -> int:
         """End the workers running a lease that starts with ``prefix`` now (a cancelled job's final
         stage: a function call cannot be interrupted otherwise); the pool replaces them on demand."""
-        held = [e for lease, e in list(self._leases.items()) if lease.startswith(prefix)]
-        for lease in [lease for lease in self._leases if lease.startswith(prefix)]:
-            del self._leases[lease]
-        for entry in held:
-            await self._drop(entry)
+        held = {id(e): e for lease, e in self._leases.items() if lease.startswith(prefix)}
+        for entry in held.values():
+            await self._drop(entry)  # its leases go with it
         return len(held)
 
     async def run(self, lease: str, shape: Shape, payload: list[Any]) -> list[Any]:
@@ -289,9 +283,7 @@ class ResidentPool:
             others = [e for e in self._workers if e.lease is None and e.shape != shape]
             if not others:
                 return None
-            victim = min(others, key=lambda e: e.idle_since)
-            self._workers.remove(victim)
-            ray.kill(victim.handle)
+            self._end(min(others, key=lambda e: e.idle_since))
         handle = ResidentWorker.options(num_cpus=cpus, num_gpus=gpus).remote()  # type: ignore[attr-defined]
         entry = _Entry(handle, shape, idle_since=time.monotonic())
         self._workers.append(entry)
@@ -305,12 +297,16 @@ class ResidentPool:
             return False
         return True
 
-    async def _drop(self, entry: _Entry) -> None:
+    def _end(self, entry: _Entry) -> None:
+        """Forget a worker and its leases, and end its process."""
         if entry in self._workers:
             self._workers.remove(entry)
         for lease in [k for k, e in self._leases.items() if e is entry]:
             del self._leases[lease]
         ray.kill(entry.handle)
+
+    async def _drop(self, entry: _Entry) -> None:
+        self._end(entry)
         async with self._cond():
             self._cond().notify_all()
 
@@ -319,5 +315,4 @@ class ResidentPool:
             await asyncio.sleep(max(1.0, min(60.0, self._idle_s / 4)))
             now = time.monotonic()
             for entry in [e for e in self._workers if e.lease is None and now - e.idle_since > self._idle_s]:
-                self._workers.remove(entry)
-                ray.kill(entry.handle)
+                self._end(entry)
