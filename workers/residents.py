@@ -15,6 +15,13 @@ idle and the cluster's resources allow one more, evicts idle workers of another 
 otherwise, and ends workers idle for ``idle_s`` seconds so their resources return to the cluster. Releasing a
 lease also stops the worker's run of it (an early-stopped or cancelled trial), at its next evaluation.
 
+A search trial's run is begun by the driver the moment its searcher suggests it (:meth:`ResidentPool.begin`),
+not when Tune's actor for the trial is up: the worker trains while that actor starts (about a second for
+the first trial of a job) and while Tune hands it the trial. The relay then attaches
+(:meth:`ResidentPool.attach`) and reads the run's reports as they come (:meth:`ResidentPool.next`); a relay
+that finds no run begun, or one an earlier, dead relay of the trial read from (Tune retrying it), starts a
+new run.
+
 This module imports neither torch nor the training code at import time: the pool's process stays small.
 """
 
@@ -128,6 +135,16 @@ class ResidentWorker:
 
 
 @dataclass
+class _Run:
+    """A search trial's run on its leased worker."""
+
+    #: The worker's report stream (an ``ObjectRefGenerator``) once a worker is leased and the run is sent.
+    stream: asyncio.Future[Any]
+    #: A relay reads this run (a later relay of the same trial is a retry: it starts a new run).
+    attached: bool = False
+
+
+@dataclass
 class _Entry:
     handle: Any
     shape: Shape
@@ -153,6 +170,8 @@ class ResidentPool:
         self._changed: asyncio.Condition | None = None
         self._reaper: asyncio.Task[None] | None = None
         self._tokens = itertools.count()
+        self._runs: dict[str, _Run] = {}
+        self._starting: set[asyncio.Task[None]] = set()
         self.created = 0
 
     def _cond(self) -> asyncio.Condition:
@@ -187,9 +206,62 @@ class ResidentPool:
             raise
         return entry.handle, token
 
+    def begin(self, lease: str, shape: Shape, config: dict[str, Any], ctx: TrialContext) -> None:
+        """Start the search trial ``lease`` (``config``, ``ctx``: see :meth:`ResidentWorker.trial`) on a
+        worker of ``shape`` as soon as one is free, whether or not its relay is up yet; returns at once. A
+        trial already begun is left as it is."""
+        if lease not in self._runs:
+            self._start(lease, shape, config, ctx)
+
+    async def attach(self, lease: str, shape: Shape, config: dict[str, Any], ctx: TrialContext) -> None:
+        """The relay of ``lease``: read the run :meth:`begin` started, or start one (none begun, or this is
+        a retry of a trial whose earlier relay read it); returns once the run is sent to a worker."""
+        run = self._runs.get(lease)
+        if run is None or run.attached:
+            run = self._start(lease, shape, config, ctx)
+        run.attached = True
+        await run.stream
+
+    async def next(self, lease: str) -> list[Any]:
+        """The run's next report, as ``[ref]`` (a reference, read by the relay from the worker), once the
+        worker made it; ``[]`` when the run ended or its lease was released. A worker that died raises."""
+        run = self._runs.get(lease)
+        if run is None:
+            return []
+        stream = await run.stream
+        try:
+            return [await stream.__anext__()]
+        except StopAsyncIteration:
+            return []
+
+    def _start(self, lease: str, shape: Shape, config: dict[str, Any], ctx: TrialContext) -> _Run:
+        run = _Run(asyncio.get_running_loop().create_future())
+        self._runs[lease] = run
+
+        async def send() -> None:
+            try:
+                handle, token = await self.acquire(lease, shape)
+            except BaseException as e:  # told to whoever attaches or reads
+                run.stream.set_exception(e)
+                run.stream.exception()  # read here too: a run nobody attached to is not an error to log
+                return
+            if self._runs.get(lease) is not run:  # released (or started again) while it waited for a worker
+                if lease not in self._runs:
+                    await self.release(lease)
+                run.stream.set_exception(asyncio.CancelledError())
+                run.stream.exception()
+                return
+            run.stream.set_result(handle.trial.remote(token, config, ctx))
+
+        task = asyncio.get_running_loop().create_task(send())
+        self._starting.add(task)
+        task.add_done_callback(self._starting.discard)
+        return run
+
     async def release(self, lease: str, broken: bool = False) -> None:
         """End ``lease``: its worker stops running it and is free again (ended and replaced if
         ``broken``). Releasing a lease not held is a no-op."""
+        self._runs.pop(lease, None)
         entry = self._leases.pop(lease, None)
         if entry is None:
             return
@@ -202,8 +274,9 @@ class ResidentPool:
             self._cond().notify_all()
 
     async def release_all(self, prefix: str) -> int:
-        """Release every lease starting with ``prefix`` (a job's, when its search or stage ends)."""
-        held = [lease for lease in self._leases if lease.startswith(prefix)]
+        """Release every lease starting with ``prefix`` (a job's, when its search or stage ends), begun
+        trials still waiting for a worker included."""
+        held = sorted({lease for lease in (*self._leases, *self._runs) if lease.startswith(prefix)})
         for lease in held:
             await self.release(lease)
         return len(held)
@@ -259,7 +332,7 @@ class ResidentPool:
         """Workers by state, and how many this pool has started."""
         busy = sum(e.lease is not None for e in self._workers)
         return {"workers": len(self._workers), "busy": busy, "idle": len(self._workers) - busy,
-                "created": self.created, "leases": sorted(self._leases)}  # fmt: skip
+                "created": self.created, "leases": sorted(self._leases), "runs": sorted(self._runs)}  # fmt: skip
 
     # internals ----------------------------------------------------------------------------------------
     def _idle(self, shape: Shape, prefix: str) -> _Entry | None:

@@ -7,8 +7,9 @@ scheduler's time attribute.
 
 Two trainables run the same :func:`trial_body`:
 
-- :func:`relay_trial` (the default): the Tune trial only relays. It leases a resident worker from the job's
-  :class:`~workers.residents.ResidentPool` and forwards the reports the worker streams back; the worker
+- :func:`relay_trial` (the default): the Tune trial only relays. The driver began the trial on a resident
+  worker leased from the job's :class:`~workers.residents.ResidentPool` as the searcher suggested it; the
+  relay forwards the reports the worker streams back; the worker
   process, its imports, the loaded task and the warmed-up model outlive the trial and the job. This module
   imports neither torch nor the training code, so the Tune trial's own process starts in about a second.
 - :func:`autoft_trial`: the trial trains in its own Tune actor process (resident workers turned off).
@@ -73,8 +74,10 @@ def autoft_trial(config: dict[str, Any], ctx: TrialContext) -> None:
 def relay_trial(
     config: dict[str, Any], ctx: TrialContext, pool: Any, lease_prefix: str, shape: tuple[float, float]
 ) -> None:
-    """Ray Tune function trainable: run the trial on a resident worker of ``shape`` (CPUs, GPUs) leased
-    from ``pool`` (an actor handle of :class:`~workers.residents.ResidentPool`); forward its reports.
+    """Ray Tune function trainable: forward the reports of the trial's run on a resident worker of
+    ``shape`` (CPUs, GPUs) leased from ``pool`` (an actor handle of
+    :class:`~workers.residents.ResidentPool`); the driver began that run as the trial was suggested
+    (:meth:`~workers.residents.ResidentPool.begin`), else attaching starts it.
 
     The worker keeps training while Tune takes a report. The lease is ``<lease_prefix><trial id>``; the
     driver releases it when Tune ends the trial however it ends (an early stop included, when no code after
@@ -83,10 +86,10 @@ def relay_trial(
     from ray import tune
 
     lease = f"{lease_prefix}{tune.get_context().get_trial_id()}"
-    worker, run = ray.get(pool.acquire.remote(lease, shape))
     try:
-        for ref in worker.trial.remote(run, config, ctx):
-            tune.report(ray.get(ref))
+        ray.get(pool.attach.remote(lease, shape, config, ctx))
+        while refs := ray.get(pool.next.remote(lease)):
+            tune.report(ray.get(refs[0]))
     except ray.exceptions.RayActorError:
         pool.release.remote(lease, broken=True)  # the worker died: the pool replaces it; Tune retries
         raise

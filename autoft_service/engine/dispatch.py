@@ -170,6 +170,18 @@ class JobWorkers:
                                      shape=self.shape)  # fmt: skip
         return tune.with_resources(relay, {"cpu": 0, "memory": RELAY_MEMORY})
 
+    def trial_starter(self, ctx: TrialContext) -> Callable[[str, dict[str, Any]], None] | None:
+        """What the searcher calls with each trial it suggests: begin the trial's run on a resident worker
+        now, while Tune starts the relay (``None`` without resident workers)."""
+        if self.pool is None:
+            return None
+        pool, prefix, shape = self.pool, self.prefix, self.shape
+
+        def begin(trial_id: str, config: dict[str, Any]) -> None:
+            pool.begin.remote(f"{prefix}{trial_id}", shape, config, ctx)
+
+        return begin
+
     def callbacks(self) -> list[tune.Callback]:
         """Tune callbacks the search needs: ending each relayed trial's lease however the trial ends."""
         return [] if self.pool is None else [_EndLeases(self.pool, self.prefix)]

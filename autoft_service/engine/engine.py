@@ -472,6 +472,7 @@ class Engine:
         b = spec.budget
         metric, mode = spec.objective.metric, spec.objective.mode
         multi = spec.objective.id_val_objective
+        ctx = self._trial_context(spec, workers.revision).model_copy(update={"score_start": score_start})
         searcher = AutoFTOptunaSearch(
             space=define_by_run(spec.search),
             metric=spec.objective.metrics if multi else metric,
@@ -481,6 +482,7 @@ class Engine:
             storage=self.storage(),
             full_steps=b.inner_steps,
             stop_check=listener.cancel_now,
+            on_suggest=workers.trial_starter(ctx),
         )
         scheduler = None
         if b.early_stopping.type == "asha":
@@ -503,7 +505,6 @@ class Engine:
             grace_s=self.settings.tracking_grace_seconds,
             tenant=handles.tenant,
         )
-        ctx = self._trial_context(spec, workers.revision).model_copy(update={"score_start": score_start})
         trainable = workers.trainable(ctx)
         job_dir = self.settings.jobs_dir / job_id
         job_dir.mkdir(parents=True, exist_ok=True)

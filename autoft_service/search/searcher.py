@@ -46,12 +46,17 @@ class AutoFTOptunaSearch(OptunaSearch):
         full_steps: int,
         step_key: str = "step",
         stop_check: Callable[[], bool] | None = None,
+        on_suggest: Callable[[str, dict[str, Any]], None] | None = None,
         **kwargs: Any,
     ) -> None:
+        """``stop_check``: asked before each suggestion, ``True`` ends the search (a cancelled job);
+        ``on_suggest(trial_id, config)``: told each suggested trial (the driver begins its run on a
+        resident worker at once). Both live in the driver only."""
         super().__init__(*args, **kwargs)
         self.full_steps = full_steps
         self.step_key = step_key
         self.stop_check = _DriverOnly(stop_check)
+        self.on_suggest = _DriverOnly(on_suggest)
 
     def suggest(self, trial_id: str) -> dict | None:
         # asked before every new trial: once the job is cancelled no trial starts (Tune's stopper is only
@@ -59,6 +64,8 @@ class AutoFTOptunaSearch(OptunaSearch):
         if self.stop_check():
             return Searcher.FINISHED  # type: ignore[return-value]  # Tune's own sentinel, typed as str
         config = super().suggest(trial_id)
+        if isinstance(config, dict):
+            self.on_suggest(trial_id, config)
         ot_trial = self._ot_trials.get(trial_id)
         if ot_trial is not None:
             ot_trial.set_user_attr(TUNE_ID_ATTR, trial_id)
@@ -97,13 +104,14 @@ class AutoFTOptunaSearch(OptunaSearch):
 
 
 class _DriverOnly:
-    """A callable that lives in the driver only: Tune pickles the searcher into its experiment state."""
+    """A callable that lives in the driver only: Tune pickles the searcher into its experiment state (a
+    copy restored from it calls nothing and answers ``False``)."""
 
-    def __init__(self, fn: Callable[[], bool] | None) -> None:
+    def __init__(self, fn: Callable[..., Any] | None) -> None:
         self.fn = fn
 
-    def __call__(self) -> bool:
-        return self.fn is not None and self.fn()
+    def __call__(self, *args: Any) -> Any:
+        return self.fn is not None and self.fn(*args)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"fn": None}

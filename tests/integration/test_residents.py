@@ -81,6 +81,63 @@ def test_a_worker_serves_lease_after_lease_and_streams_each_report(make_pool: An
     )
 
 
+def _read(pool: Any, lease: str) -> list[dict[str, Any]]:
+    """What a relay forwards: the lease's run's reports, read from the pool until it ends."""
+    import ray
+
+    out = []
+    while refs := ray.get(pool.next.remote(lease), timeout=120):
+        out.append(ray.get(refs[0]))
+    return out
+
+
+def test_a_begun_trial_trains_before_its_relay_attaches_and_a_retry_runs_it_again(
+    make_pool: Any, task_cache: Path
+) -> None:
+    import ray
+
+    pool, ctx, shape = make_pool(), _ctx(task_cache), (1.0, 0.0)
+    ray.get(pool.begin.remote("job/t0", shape, CONFIG, ctx))  # the driver, as the searcher suggests it
+    ray.get(pool.begin.remote("job/t0", shape, CONFIG, ctx))  # told twice: still one run
+    deadline = time.time() + 60
+    while ray.get(pool.stats.remote())["busy"] == 0 and time.time() < deadline:
+        time.sleep(0.1)
+    assert ray.get(pool.stats.remote())["leases"] == ["job/t0"]  # leased and running, no relay yet
+    ray.get(pool.attach.remote("job/t0", shape, CONFIG, ctx))
+    assert [r["step"] for r in _read(pool, "job/t0")] == [2, 4, 6]
+    # the relay that read it died; Tune's retry attaches again: the trial runs again from its start
+    ray.get(pool.attach.remote("job/t0", shape, CONFIG, ctx))
+    assert [r["step"] for r in _read(pool, "job/t0")] == [2, 4, 6]
+    ray.get(pool.release.remote("job/t0"))
+    assert _read(pool, "job/t0") == []  # a released lease has nothing more to read
+    # a relay with nothing begun (resident pool restarted, say) starts the run itself
+    ray.get(pool.attach.remote("job/t1", shape, CONFIG, ctx))
+    assert [r["step"] for r in _read(pool, "job/t1")] == [2, 4, 6]
+    ray.get(pool.release.remote("job/t1"))
+    stats = ray.get(pool.stats.remote())
+    assert stats["created"] == 1 and stats["leases"] == stats["runs"] == [] and stats["busy"] == 0
+
+
+def test_ending_a_search_ends_the_trials_it_began_still_waiting_for_a_worker(
+    make_pool: Any, task_cache: Path
+) -> None:
+    import ray
+
+    pool, ctx, shape = make_pool(), _ctx(task_cache, steps=4000), (1.0, 0.0)
+    for i in range(3):  # two CPUs: the third waits for a worker
+        ray.get(pool.begin.remote(f"job/t{i}", shape, CONFIG, ctx))
+    deadline = time.time() + 60
+    while ray.get(pool.stats.remote())["busy"] < 2 and time.time() < deadline:
+        time.sleep(0.1)
+    assert ray.get(pool.stats.remote())["runs"] == ["job/t0", "job/t1", "job/t2"]
+    assert ray.get(pool.release_all.remote("job/")) == 3
+    deadline = time.time() + 60
+    while ray.get(pool.stats.remote())["busy"] and time.time() < deadline:
+        time.sleep(0.2)
+    stats = ray.get(pool.stats.remote())  # the waiting one did not take a freed worker afterwards
+    assert stats["busy"] == 0 and stats["leases"] == stats["runs"] == [] and stats["workers"] == 2
+
+
 def test_releasing_a_lease_stops_its_run_and_a_busy_pool_waits(make_pool: Any, task_cache: Path) -> None:
     import ray
 
