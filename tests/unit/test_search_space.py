@@ -96,6 +96,22 @@ def test_searcher_records_early_stopped_trials_as_pruned() -> None:
     assert searcher.optuna_number("b") == 1
 
 
+def test_searcher_tells_the_driver_each_suggested_trial_and_a_saved_copy_tells_nobody() -> None:
+    import pickle
+
+    spec = parse_spec(small_spec())
+    told: list[tuple[str, dict]] = []
+    searcher = AutoFTOptunaSearch(
+        space=define_by_run(spec.search), metric="ood_val/accuracy", mode="max",
+        sampler=make_sampler(spec.search.sampler), full_steps=30,
+        on_suggest=lambda tid, config: told.append((tid, config)),
+    )  # fmt: skip
+    config = searcher.suggest("a")
+    assert told == [("a", config)]  # the config Tune will hand the trial: its run begins from it
+    restored = pickle.loads(pickle.dumps(searcher))  # as Tune saves and restores its experiment state
+    assert restored.on_suggest("b", config) is False and told == [("a", config)]
+
+
 @pytest.mark.parametrize("kind", ["tpe", "random"])
 def test_sampler_types(kind: str) -> None:
     spec = parse_spec(small_spec(search={"sampler": {"type": kind, "seed": 5}}))
