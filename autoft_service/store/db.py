@@ -112,13 +112,30 @@ def _ping_when_idle(engine: Engine, idle_s: float) -> None:
             raise DisconnectionError("pooled connection failed its ping")
 
 
+def _set_wal(cur: Any) -> None:
+    """``PRAGMA journal_mode=WAL``. Connections that open a new file at once both try to switch it, and
+    SQLite answers one of them "database is locked" at once, without waiting for the busy timeout (the
+    switch needs the file to itself): try again until the timeout, as a busy handler would."""
+    import sqlite3
+
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN (below), not the sqlite3 module
         cur = dbapi_connection.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
         cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        _set_wal(cur)
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.close()
@@ -201,16 +218,24 @@ def upgrade_engine(engine: Engine, revision: str = "head") -> None:
     """Migrate the database behind ``engine`` to ``revision`` (idempotent; safe to run concurrently)."""
     from alembic import command
 
-    try:
-        # BEGIN IMMEDIATE on SQLite / an advisory lock on PostgreSQL: concurrent upgrades run one at a time.
-        with engine.execution_options(**{_WRITE: True}).begin() as conn:
-            if conn.dialect.name == "postgresql":
-                conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('autoft_store_migrations'))"))
-            command.upgrade(_alembic_config(conn), revision)
-    except DBAPIError as e:
-        if is_unavailable(e):
-            raise BackendUnavailable(f"job store unavailable: {_reason(e)}") from e
-        raise
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            # BEGIN IMMEDIATE on SQLite / an advisory lock on PostgreSQL: concurrent upgrades run one at a time
+            with engine.execution_options(**{_WRITE: True}).begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('autoft_store_migrations'))"))
+                command.upgrade(_alembic_config(conn), revision)
+            return
+        except DBAPIError as e:
+            # SQLite can refuse a lock at once, busy timeout or not, while concurrent openers of a new file
+            # set it up (WAL, its index): the upgrade is one transaction, so it is simply tried again
+            if engine.dialect.name == "sqlite" and "locked" in str(e.orig) and time.monotonic() < deadline:
+                time.sleep(0.05)
+                continue
+            if is_unavailable(e):
+                raise BackendUnavailable(f"job store unavailable: {_reason(e)}") from e
+            raise
 
 
 def upgrade(url: str, revision: str = "head") -> None:
