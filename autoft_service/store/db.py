@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
@@ -26,6 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from autoft_service.errors import BackendUnavailable
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 #: Our own Alembic version table, so the job store can share a database with Optuna or MLflow (both use
@@ -112,19 +114,17 @@ def _ping_when_idle(engine: Engine, idle_s: float) -> None:
             raise DisconnectionError("pooled connection failed its ping")
 
 
-def _set_wal(cur: Any) -> None:
-    """``PRAGMA journal_mode=WAL``. Connections that open a new file at once both try to switch it, and
-    SQLite answers one of them "database is locked" at once, without waiting for the busy timeout (the
-    switch needs the file to itself): try again until the timeout, as a busy handler would."""
-    import sqlite3
-
+def _again_while_locked(attempt: Callable[[], T], errors: type[Exception]) -> T:
+    """``attempt()``, tried again while it fails with SQLite's "database is locked" (one of ``errors``),
+    until the busy timeout. SQLite gives that answer at once, busy timeout or not, to connections that open
+    a new file together (switching it to WAL, building its index, needs the file to itself): what a busy
+    handler would do for them."""
     deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
     while True:
         try:
-            cur.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as e:
-            if "locked" not in str(e) or time.monotonic() > deadline:
+            return attempt()
+        except errors as e:
+            if "locked" not in str(getattr(e, "orig", e)) or time.monotonic() > deadline:  # the driver's message
                 raise
             time.sleep(0.02)
 
@@ -135,7 +135,7 @@ def _configure_sqlite(engine: Engine) -> None:
         dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN (below), not the sqlite3 module
         cur = dbapi_connection.cursor()
         cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        _set_wal(cur)
+        _again_while_locked(lambda: cur.execute("PRAGMA journal_mode=WAL"), sqlite3.OperationalError)
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.close()
@@ -218,24 +218,22 @@ def upgrade_engine(engine: Engine, revision: str = "head") -> None:
     """Migrate the database behind ``engine`` to ``revision`` (idempotent; safe to run concurrently)."""
     from alembic import command
 
-    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
-    while True:
-        try:
-            # BEGIN IMMEDIATE on SQLite / an advisory lock on PostgreSQL: concurrent upgrades run one at a time
-            with engine.execution_options(**{_WRITE: True}).begin() as conn:
-                if conn.dialect.name == "postgresql":
-                    conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('autoft_store_migrations'))"))
-                command.upgrade(_alembic_config(conn), revision)
-            return
-        except DBAPIError as e:
-            # SQLite can refuse a lock at once, busy timeout or not, while concurrent openers of a new file
-            # set it up (WAL, its index): the upgrade is one transaction, so it is simply tried again
-            if engine.dialect.name == "sqlite" and "locked" in str(e.orig) and time.monotonic() < deadline:
-                time.sleep(0.05)
-                continue
-            if is_unavailable(e):
-                raise BackendUnavailable(f"job store unavailable: {_reason(e)}") from e
-            raise
+    def migrate() -> None:
+        # BEGIN IMMEDIATE on SQLite / an advisory lock on PostgreSQL: concurrent upgrades run one at a time.
+        with engine.execution_options(**{_WRITE: True}).begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('autoft_store_migrations'))"))
+            command.upgrade(_alembic_config(conn), revision)
+
+    try:
+        if engine.dialect.name == "sqlite":  # one transaction: a lock refused at once is simply tried again
+            _again_while_locked(migrate, DBAPIError)
+        else:
+            migrate()
+    except DBAPIError as e:
+        if is_unavailable(e):
+            raise BackendUnavailable(f"job store unavailable: {_reason(e)}") from e
+        raise
 
 
 def upgrade(url: str, revision: str = "head") -> None:
